@@ -1,0 +1,176 @@
+// Package account is the protected resource of lockbank: accounts, their
+// append-only ledger, and the withdrawal strategies that either show the race
+// (unsafe) or prevent it (row).
+//
+// Every method runs in transactions that touch one account's rows only, and
+// every balance change writes its ledger entry in the same transaction, so
+// that balance = opening balance + deposits - withdrawals at every commit.
+package account
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// MaxAmount is the largest amount of one deposit, withdrawal or opening
+// balance, in minor units (10^15).
+const MaxAmount = 1_000_000_000_000_000
+
+// MaxHold is the longest demo pause between reading and writing a balance.
+const MaxHold = 30 * time.Second
+
+// Account is one bank account. Amounts are in minor units (paise, cents).
+type Account struct {
+	ID             int64     `json:"id"`
+	Owner          string    `json:"owner"`
+	Balance        int64     `json:"balance"`
+	OpeningBalance int64     `json:"opening_balance"`
+	Currency       string    `json:"currency"`
+	FenceToken     int64     `json:"fence_token"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// Entry is one line of an account's ledger: a deposit or a withdrawal and the
+// balance right after it.
+type Entry struct {
+	ID             int64     `json:"id"`
+	AccountID      int64     `json:"account_id"`
+	Kind           string    `json:"kind"`
+	Amount         int64     `json:"amount"`
+	Balance        int64     `json:"balance"`
+	Strategy       string    `json:"strategy"`
+	FenceToken     *int64    `json:"fence_token"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+// Entry kinds.
+const (
+	KindDeposit    = "deposit"
+	KindWithdrawal = "withdrawal"
+)
+
+// Options configure a Service.
+type Options struct {
+	// UnsafeDemo enables the unsafe strategy and Hold: demonstrations of the
+	// race, never for real money.
+	UnsafeDemo bool
+}
+
+// Service reads and changes accounts in PostgreSQL.
+type Service struct {
+	pool       *pgxpool.Pool
+	unsafeDemo bool
+}
+
+// NewService returns a Service on pool, whose database must be migrated.
+func NewService(pool *pgxpool.Pool, opts Options) *Service {
+	return &Service{pool: pool, unsafeDemo: opts.UnsafeDemo}
+}
+
+// Create opens an account for owner (1–100 characters) with an opening balance
+// of 0–MaxAmount. Errors: CodeInvalidRequest, CodeInvalidAmount.
+func (s *Service) Create(ctx context.Context, owner string, openingBalance int64) (Account, error) {
+	if n := utf8.RuneCountInString(owner); n < 1 || n > 100 || !utf8.ValidString(owner) {
+		return Account{}, errorf(CodeInvalidRequest, "owner must be 1 to 100 characters")
+	}
+	if openingBalance < 0 || openingBalance > MaxAmount {
+		return Account{}, errorf(CodeInvalidAmount, "balance must be between 0 and %d", int64(MaxAmount))
+	}
+	rows, _ := s.pool.Query(ctx, sqlCreateAccount, owner, openingBalance)
+	a, err := pgx.CollectExactlyOneRow(rows, scanAccount)
+	if err != nil {
+		return Account{}, fmt.Errorf("create account: %w", err)
+	}
+	return a, nil
+}
+
+// Get returns account id. Errors: CodeAccountNotFound.
+func (s *Service) Get(ctx context.Context, id int64) (Account, error) {
+	rows, _ := s.pool.Query(ctx, sqlGetAccount, id)
+	a, err := pgx.CollectExactlyOneRow(rows, scanAccount)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Account{}, notFound(id)
+	}
+	if err != nil {
+		return Account{}, fmt.Errorf("get account: %w", err)
+	}
+	return a, nil
+}
+
+// Ledger returns up to limit entries of account id with an id above after,
+// oldest first, read in one snapshot. Errors: CodeAccountNotFound.
+func (s *Service) Ledger(ctx context.Context, id, after int64, limit int) ([]Entry, error) {
+	var entries []Entry
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, sqlAccountExists, id).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return notFound(id)
+		}
+		rows, _ := tx.Query(ctx, sqlLedger, id, after, limit)
+		var err error
+		entries, err = pgx.CollectRows(rows, scanEntry)
+		return err
+	})
+	if err != nil {
+		return nil, wrap("ledger", err)
+	}
+	return entries, nil
+}
+
+func notFound(id int64) *Error {
+	return errorf(CodeAccountNotFound, "account %d does not exist", id)
+}
+
+func scanAccount(row pgx.CollectableRow) (Account, error) {
+	var a Account
+	err := row.Scan(&a.ID, &a.Owner, &a.Balance, &a.OpeningBalance, &a.Currency, &a.FenceToken, &a.CreatedAt, &a.UpdatedAt)
+	return a, err
+}
+
+func scanEntry(row pgx.CollectableRow) (Entry, error) {
+	var e Entry
+	var key *string
+	err := row.Scan(&e.ID, &e.AccountID, &e.Kind, &e.Amount, &e.Balance, &e.Strategy, &e.FenceToken, &key, &e.CreatedAt)
+	if key != nil {
+		e.IdempotencyKey = *key
+	}
+	return e, err
+}
+
+// wrap passes refusals (*Error) through untouched and labels anything else.
+func wrap(op string, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// retryable reports whether PostgreSQL aborted the transaction only because of
+// concurrency (serialization failure, deadlock), so running it again is safe.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "40001" || pgErr.Code == "40P01"
+	}
+	return false
+}
+
+// uniqueViolation reports whether err is a unique-constraint violation: for
+// us, a concurrent request with the same idempotency key won the race.
+func uniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}

@@ -1,0 +1,70 @@
+package account
+
+// Every statement of the package, with the lock it takes and why. All of them
+// touch one account's rows (invariant 8: one account per transaction).
+
+const accountColumns = `id, owner, balance, opening_balance, currency, fence_token, created_at, updated_at`
+
+const entryColumns = `id, account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, created_at`
+
+// No lock: a new row is visible to nobody until commit.
+const sqlCreateAccount = `
+INSERT INTO accounts (owner, balance, opening_balance)
+VALUES ($1, $2, $2)
+RETURNING ` + accountColumns
+
+// No lock: a plain snapshot read.
+const sqlGetAccount = `SELECT ` + accountColumns + ` FROM accounts WHERE id = $1`
+
+const sqlAccountExists = `SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)`
+
+const sqlLedger = `
+SELECT ` + entryColumns + `
+FROM ledger_entries
+WHERE account_id = $1 AND id > $2
+ORDER BY id
+LIMIT $3`
+
+const sqlGetEntry = `SELECT ` + entryColumns + ` FROM ledger_entries WHERE id = $1`
+
+// FOR UPDATE takes the account's row lock: the pessimistic lock of the row
+// strategy. Every other writer of this account queues here until we commit,
+// so the balance we read stays true until we write.
+const sqlLockAccount = `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`
+
+// No lock, on purpose: the unsafe strategy's read, which anyone may change
+// before its write lands.
+const sqlReadBalance = `SELECT balance FROM accounts WHERE id = $1`
+
+// Relative update under the row lock held since sqlLockAccount.
+const sqlAddToBalance = `
+UPDATE accounts SET balance = balance + $2, updated_at = now()
+WHERE id = $1
+RETURNING balance`
+
+// The unsafe strategy's blind write of an absolute balance computed from a
+// stale read: the lost update the seed warns about. Takes the row lock only
+// for the instant of the write.
+const sqlSetBalance = `
+UPDATE accounts SET balance = $2, updated_at = now()
+WHERE id = $1
+RETURNING balance`
+
+// Appends to the ledger; UNIQUE (account_id, idempotency_key) backs the
+// idempotency record as a second line of defence.
+const sqlInsertEntry = `
+INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING ` + entryColumns
+
+// Reads the first outcome stored for an idempotency key. Under the row lock
+// (row strategy, deposits) no concurrent request with the same key can be
+// between this read and our insert; elsewhere the primary key decides.
+const sqlGetIdempotency = `
+SELECT request_hash, entry_id, error_code, error_message
+FROM idempotency_keys
+WHERE account_id = $1 AND key = $2`
+
+const sqlInsertIdempotency = `
+INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id, error_code, error_message)
+VALUES ($1, $2, $3, $4, $5, $6)`

@@ -1,0 +1,78 @@
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/modules/postgres"
+)
+
+func init() {
+	// These machines run inside a container: testcontainers sees /.dockerenv and
+	// would dial the default gateway instead of the mapped port on loopback.
+	setDefaultEnv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+	// Ryuk, the reaper, is an image that cannot be pulled without a registry;
+	// Main terminates the container itself.
+	setDefaultEnv("TESTCONTAINERS_RYUK_DISABLED", "true")
+}
+
+func setDefaultEnv(key, value string) {
+	if _, ok := os.LookupEnv(key); !ok {
+		os.Setenv(key, value)
+	}
+}
+
+// dockerAnswers reports whether a Docker daemon answers within a few seconds.
+func dockerAnswers(ctx context.Context) (ok bool) {
+	defer func() {
+		if recover() != nil { // testcontainers panics on some broken setups
+			ok = false
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	provider, err := testcontainers.ProviderDefault.GetProvider()
+	if err != nil {
+		return false
+	}
+	defer provider.Close()
+	return provider.Health(ctx) == nil
+}
+
+func startContainer(ctx context.Context) error {
+	image := os.Getenv("PGTEST_IMAGE")
+	if image == "" {
+		image = DefaultImage
+	}
+	started := time.Now()
+	c, err := postgres.Run(ctx, image,
+		postgres.WithDatabase("postgres"),
+		postgres.WithUsername("postgres"),
+		postgres.WithPassword("postgres"),
+		postgres.BasicWaitStrategies(),
+		// fsync=off is the module's default command; durability is not under test.
+		testcontainers.WithCmdArgs("-c", "max_connections=300"),
+	)
+	if err != nil {
+		if c != nil {
+			_ = c.Terminate(context.Background())
+		}
+		return fmt.Errorf("start %s: %w", image, err)
+	}
+	url, err := c.ConnectionString(ctx, "sslmode=disable")
+	if err != nil {
+		_ = c.Terminate(context.Background())
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "pgtest: started container %.12s from %s in %s\n", c.GetContainerID(), image, time.Since(started).Round(time.Millisecond))
+	adminURL = url
+	stop = func() {
+		if err := c.Terminate(context.Background()); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: terminate container: %v\n", err)
+		}
+	}
+	return nil
+}
