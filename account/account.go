@@ -174,3 +174,11 @@ func uniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
+
+// IsUnavailable reports whether err means the database could not be reached
+// (connecting failed), as opposed to a statement failing: a reason to answer
+// "retry later" rather than "internal error".
+func IsUnavailable(err error) bool {
+	var connErr *pgconn.ConnectError
+	return errors.As(err, &connErr)
+}

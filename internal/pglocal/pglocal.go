@@ -198,7 +198,12 @@ func (s *Server) initIfEmpty(ctx context.Context) error {
 		}
 		return nil
 	}
-	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+	// Parents stay open (the server's OS user must pass through them); the
+	// cluster directory itself is private, as initdb requires.
+	if err := os.MkdirAll(filepath.Dir(s.dataDir), 0o755); err != nil {
+		return fmt.Errorf("pglocal: create data dir: %w", err)
+	}
+	if err := os.Mkdir(s.dataDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("pglocal: create data dir: %w", err)
 	}
 	if err := s.chown(s.dataDir); err != nil {

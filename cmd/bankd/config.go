@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+)
+
+// config is everything bankd can be told, from flags or, where a flag is
+// not given, the environment.
+type config struct {
+	addr            string
+	databaseURL     string
+	dataDir         string
+	unsafeDemo      bool
+	nodeName        string
+	maxConns        int
+	logFormat       string
+	readTimeout     time.Duration
+	writeTimeout    time.Duration
+	shutdownTimeout time.Duration
+}
+
+const usage = `Usage: bankd [flags]
+       bankd migrate up|down|status [flags]
+
+bankd serves lockbank's account API. Without --database-url (DATABASE_URL) it
+starts a private PostgreSQL from the installed server binaries in --data-dir.
+
+Flags (environment variable in brackets):
+`
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, []string, error) {
+	fs := flag.NewFlagSet("bankd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	hostname, _ := os.Hostname()
+	var c config
+	var err error
+	fs.StringVar(&c.addr, "addr", env("BANKD_ADDR", "127.0.0.1:8080"), "listen address [BANKD_ADDR]")
+	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts a private server [DATABASE_URL]")
+	fs.StringVar(&c.dataDir, "data-dir", env("BANKD_DATA_DIR", ".lockbank/pgdata"), "data directory of the private PostgreSQL [BANKD_DATA_DIR]")
+	unsafeDemo, err := envBool(getenv, "BANKD_UNSAFE_DEMO")
+	if err != nil {
+		return c, nil, err
+	}
+	fs.BoolVar(&c.unsafeDemo, "unsafe-demo", unsafeDemo, "demo mode: enable the unsafe strategy and hold_ms; never for real money [BANKD_UNSAFE_DEMO]")
+	fs.StringVar(&c.nodeName, "node-name", env("BANKD_NODE", hostname), "this node's name in logs and as lock holder [BANKD_NODE]")
+	maxConns, err := envInt(getenv, "BANKD_MAX_CONNS", 16)
+	if err != nil {
+		return c, nil, err
+	}
+	fs.IntVar(&c.maxConns, "max-conns", maxConns, "database connection pool size [BANKD_MAX_CONNS]")
+	fs.StringVar(&c.logFormat, "log-format", env("BANKD_LOG_FORMAT", "text"), "log format: text or json [BANKD_LOG_FORMAT]")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "longest time to read a request")
+	// A demo withdrawal may hold for 30 s; the answer must still get out.
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 45*time.Second, "longest time to handle a request and write the answer")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long in-flight requests may finish at shutdown")
+	if err := fs.Parse(args); err != nil {
+		return c, nil, err
+	}
+	switch {
+	case c.maxConns < 1:
+		return c, nil, errors.New("--max-conns must be at least 1")
+	case c.logFormat != "text" && c.logFormat != "json":
+		return c, nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+	}
+	return c, fs.Args(), nil
+}
+
+func envBool(getenv func(string) string, name string) (bool, error) {
+	v := getenv(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q: want 1, 0, true or false", name, v)
+	}
+	return b, nil
+}
+
+func envInt(getenv func(string) string, name string, def int) (int, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want an integer", name, v)
+	}
+	return n, nil
+}

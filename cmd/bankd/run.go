@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/internal/pglocal"
+	"github.com/lockbank/lockbank/migrations"
+	"github.com/lockbank/lockbank/web"
+)
+
+// run is bankd: everything main does, with its world passed in, so tests
+// start the real server exactly as a user would.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, rest, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg, stderr)
+
+	// `bankd migrate …` takes its own flags after the verb.
+	if len(rest) > 0 && rest[0] == "migrate" {
+		if len(rest) < 2 {
+			return errors.New("usage: bankd migrate up|down|status [flags]")
+		}
+		cfg, extra, err := parseConfig(append(args[:len(args)-len(rest)], rest[2:]...), getenv, stderr)
+		if err != nil {
+			return err
+		}
+		if len(extra) > 0 {
+			return fmt.Errorf("unexpected arguments: %v", extra)
+		}
+		return runMigrate(ctx, cfg, rest[1], logger, stdout)
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("unknown command %q (want: migrate, or no command to serve)", rest[0])
+	}
+
+	pool, closeDB, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	if err := migrate(ctx, pool, logger); err != nil {
+		return err
+	}
+
+	accounts := account.NewService(pool, account.Options{UnsafeDemo: cfg.unsafeDemo})
+	if cfg.unsafeDemo {
+		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
+	}
+	srv := &http.Server{
+		Handler:           web.NewServer(logger, accounts, pool.Ping),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       cfg.readTimeout,
+		WriteTimeout:      cfg.writeTimeout,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	logger.Info("bankd listening", "addr", "http://"+ln.Addr().String(), "unsafe_demo", cfg.unsafeDemo)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: finishing in-flight requests", "timeout", cfg.shutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("bankd stopped")
+	return nil
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	var h slog.Handler = slog.NewTextHandler(w, nil)
+	if cfg.logFormat == "json" {
+		h = slog.NewJSONHandler(w, nil)
+	}
+	return slog.New(h).With("node", cfg.nodeName)
+}
+
+// openDatabase connects to cfg.databaseURL or, when it is empty, to a private
+// PostgreSQL started from the installed binaries. close releases both.
+func openDatabase(ctx context.Context, cfg config, logger *slog.Logger) (*pgxpool.Pool, func(), error) {
+	url := cfg.databaseURL
+	stopLocal := func() {}
+	if url == "" {
+		srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: cfg.dataDir, Logger: logger})
+		if errors.Is(err, pglocal.ErrNoBinaries) {
+			return nil, nil, fmt.Errorf("%w.\nEither point bankd at a database (DATABASE_URL=postgres://user:pass@host:5432/db or --database-url),\n"+
+				"install PostgreSQL (apt-get install postgresql), or run the whole cluster with `docker compose up -d`", err)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		stopLocal = func() {
+			if err := srv.Stop(context.Background()); err != nil {
+				logger.Error("stop private PostgreSQL", "err", err)
+			}
+		}
+		if err := srv.CreateDatabase(ctx, "lockbank"); err != nil {
+			stopLocal()
+			return nil, nil, err
+		}
+		url = srv.URL("lockbank")
+	}
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		stopLocal()
+		return nil, nil, fmt.Errorf("database url: %w", err)
+	}
+	pcfg.MaxConns = int32(cfg.maxConns)
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "bankd " + cfg.nodeName
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		stopLocal()
+		return nil, nil, fmt.Errorf("database pool: %w", err)
+	}
+	if err := waitForDatabase(ctx, pool, logger); err != nil {
+		pool.Close()
+		stopLocal()
+		return nil, nil, err
+	}
+	return pool, func() { pool.Close(); stopLocal() }, nil
+}
+
+// waitForDatabase retries for up to 60 s: in a compose cluster the database
+// may still be starting when bankd does.
+func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for attempt := 0; ; attempt++ {
+		err := pool.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("database unreachable: %w", err)
+		}
+		if attempt%10 == 0 {
+			logger.Warn("waiting for the database", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	results, err := migrations.Up(ctx, db)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, r := range results {
+		logger.Info("applied migration", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+	}
+	return nil
+}
+
+func runMigrate(ctx context.Context, cfg config, verb string, logger *slog.Logger, stdout io.Writer) error {
+	pool, closeDB, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	p, err := migrations.NewProvider(db)
+	if err != nil {
+		return err
+	}
+	switch verb {
+	case "up":
+		results, err := p.Up(ctx)
+		for _, r := range results {
+			fmt.Fprintf(stdout, "applied %s\n", r.Source.Path)
+		}
+		if err == nil && len(results) == 0 {
+			fmt.Fprintln(stdout, "no pending migrations")
+		}
+		return err
+	case "down":
+		r, err := p.Down(ctx)
+		if r != nil {
+			fmt.Fprintf(stdout, "rolled back %s\n", r.Source.Path)
+		}
+		return err
+	case "status":
+		statuses, err := p.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range statuses {
+			applied := "pending"
+			if !s.AppliedAt.IsZero() {
+				applied = "applied " + s.AppliedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(stdout, "%-5d %-40s %s\n", s.Source.Version, s.Source.Path, applied)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown migrate verb %q: want up, down or status", verb)
+}

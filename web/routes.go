@@ -1,0 +1,21 @@
+package web
+
+import (
+	"context"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/lockbank/lockbank/account"
+)
+
+// addRoutes is the whole API surface of bankd.
+func addRoutes(r chi.Router, accounts *account.Service, ready func(context.Context) error) {
+	r.Get("/healthz", handleHealthz())
+	r.Get("/readyz", handleReadyz(ready))
+
+	r.Post("/v1/accounts", handleCreateAccount(accounts))
+	r.Get("/v1/accounts/{id}", handleGetAccount(accounts))
+	r.Post("/v1/accounts/{id}/deposits", handleDeposit(accounts))
+	r.Post("/v1/accounts/{id}/withdrawals", handleWithdraw(accounts))
+	r.Get("/v1/accounts/{id}/ledger", handleLedger(accounts))
+}

@@ -1,0 +1,29 @@
+// Package web is lockbank's HTTP door: the routes, their handlers, JSON
+// decoding with strict validation, and one mapping from every error to an
+// RFC 9457 problem+json answer with a stable code.
+package web
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/lockbank/lockbank/account"
+)
+
+// NewServer returns the HTTP handler of bankd. ready reports whether the
+// database answers; /readyz calls it.
+func NewServer(logger *slog.Logger, accounts *account.Service, ready func(context.Context) error) http.Handler {
+	r := chi.NewRouter()
+	r.Use(withRequestID(logger), logRequests, recoverPanics)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, newProblem(codeNotFound, "no route for "+r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, newProblem(codeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path))
+	})
+	addRoutes(r, accounts, ready)
+	return r
+}
