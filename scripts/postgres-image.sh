@@ -211,6 +211,16 @@ rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
 	"$rootfs"/var/log/apt/* "$rootfs"/var/log/dpkg.log "$rootfs"/var/log/alternatives.log \
 	"$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
 	"$rootfs"/tmp/* "$rootfs"/var/tmp/* "$rootfs"/root/.bash_history
+# Message translations (~50 MB): the server runs with LANG=C.UTF-8 anyway.
+find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+# Keep packages installed later (apt-get in a derived image) just as lean.
+cat >"$rootfs/etc/dpkg/dpkg.cfg.d/slim-image" <<'EOF'
+path-exclude /usr/share/doc/*
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+EOF
 # Docker provides these at run time; don't bake in the build host's.
 : >"$rootfs/etc/resolv.conf"
 : >"$rootfs/etc/hostname"
@@ -236,7 +246,8 @@ log "building $tag"
 set +e
 docker build --pull=false --build-arg BASE_IMAGE="$base_tag" -t "$tag" "$context" 2>&1 |
 	grep -v -e '^DEPRECATED: The legacy builder' -e 'BuildKit is currently disabled' \
-		-e 'Install the buildx component' -e 'https://docs.docker.com/go/buildx/' -e '^ *$'
+		-e '^ *environment-variable\.$' -e 'Install the buildx component' \
+		-e 'https://docs.docker.com/go/buildx/' -e '^ *$'
 build_rc=${PIPESTATUS[0]}
 set -e
 [ "$build_rc" -eq 0 ] || die "docker build failed (exit $build_rc)"
