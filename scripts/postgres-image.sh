@@ -78,6 +78,9 @@ if [ "$force" -eq 0 ] && docker image inspect "$tag" >/dev/null 2>&1; then
 	exit 0
 fi
 
+# With --force, the image being replaced (removed once the new one is built).
+old_id=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || :)
+
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap needs it)"
 for f in Dockerfile docker-entrypoint.sh; do
 	[ -f "$context_src/$f" ] || die "missing $context_src/$f"
@@ -252,6 +255,15 @@ build_rc=${PIPESTATUS[0]}
 set -e
 [ "$build_rc" -eq 0 ] || die "docker build failed (exit $build_rc)"
 docker image inspect "$tag" >/dev/null 2>&1 || die "docker build did not produce $tag"
+
+new_id=$(docker image inspect --format '{{.Id}}' "$tag")
+if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
+	if docker rmi "$old_id" >/dev/null 2>&1; then
+		log "removed the previous $tag image (${old_id#sha256:})"
+	else
+		log "previous $tag image ${old_id#sha256:} left in place (still in use?)"
+	fi
+fi
 
 size=$(docker image inspect --format '{{.Size}}' "$tag")
 log "built $tag ($((size / 1024 / 1024)) MiB)"

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lockbank/lockbank/internal/pglocal"
+	"github.com/lockbank/lockbank/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// syncBuffer collects a server's log lines from its goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type bankd struct {
+	url  string
+	logs *syncBuffer
+	stop func() error // cancels run's context and returns what run returned
+}
+
+// startBankd calls run exactly as main does, on a free port, and waits until
+// /healthz answers.
+func startBankd(t *testing.T, env map[string]string, args ...string) bankd {
+	t.Helper()
+	addr := freeAddr(t)
+	env["BANKD_ADDR"] = addr
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	exited := make(chan struct{})
+	var runErr error
+	go func() {
+		runErr = run(ctx, args, func(k string) string { return env[k] }, io.Discard, logs)
+		close(exited)
+	}()
+	stop := func() error {
+		cancel()
+		<-exited
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	b := bankd{url: "http://" + addr, logs: logs, stop: stop}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-exited:
+			t.Fatalf("bankd exited during start: %v\n%s", runErr, logs)
+		default:
+		}
+		if resp, err := http.Get(b.url + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return b
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bankd not healthy after 60s:\n%s", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func post(t *testing.T, url, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+func get(t *testing.T, url string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+// TestTwoNodesOneDatabase is the seed's setting: two bankd nodes share one
+// database, and 200 clients released together withdraw 100 each from 10,000
+// through both. The row lock lets exactly 100 succeed.
+func TestTwoNodesOneDatabase(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": pgtest.URL(t)}
+	nodes := []bankd{startBankd(t, env), startBankd(t, env)}
+
+	status, acct := post(t, nodes[0].url+"/v1/accounts", `{"owner":"alice","balance":10000}`)
+	if status != 201 {
+		t.Fatalf("create: %d %v", status, acct)
+	}
+	path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
+
+	const clients = 200
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for i := range clients {
+		wg.Go(func() {
+			<-start
+			status, _ := post(t, nodes[i%2].url+path+"/withdrawals", `{"amount":100,"strategy":"row"}`)
+			mu.Lock()
+			statuses[status]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	if statuses[201] != 100 || statuses[409] != 100 {
+		t.Fatalf("statuses %v, want 100×201 and 100×409", statuses)
+	}
+	_, got := get(t, nodes[1].url+path)
+	_, ledger := get(t, nodes[0].url+path+"/ledger")
+	if got["balance"].(float64) != 0 || len(ledger["entries"].([]any)) != 100 {
+		t.Fatalf("balance %v with %d ledger entries, want 0 with 100", got["balance"], len(ledger["entries"].([]any)))
+	}
+}
+
+// TestEmbeddedDefault starts bankd with no DATABASE_URL: it must bring up its
+// own PostgreSQL, serve, stop that server on shutdown, and find the data
+// again on the next start.
+func TestEmbeddedDefault(t *testing.T) {
+	if _, err := pglocal.FindBinDir(); err != nil {
+		t.Skip("no PostgreSQL server binaries on this machine:", err)
+	}
+	t.Parallel()
+	// Not t.TempDir: its parent is closed to other users, and the server runs
+	// as the postgres OS user when we are root.
+	dir, err := os.MkdirTemp("", "bankd-embedded-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(dir, "pgdata")
+	env := map[string]string{"BANKD_DATA_DIR": dataDir}
+
+	first := startBankd(t, env)
+	status, acct := post(t, first.url+"/v1/accounts", `{"owner":"alice","balance":42}`)
+	if status != 201 {
+		t.Fatalf("create: %d %v", status, acct)
+	}
+	if status, _ := get(t, first.url+"/readyz"); status != 200 {
+		t.Fatalf("readyz %d", status)
+	}
+	if err := first.stop(); err != nil {
+		t.Fatalf("shutdown: %v\n%s", err, first.logs)
+	}
+	if !strings.Contains(first.logs.String(), "stopped PostgreSQL") {
+		t.Fatalf("the private PostgreSQL was not stopped:\n%s", first.logs)
+	}
+	pgStatus := exec.Command(filepath.Join(mustBinDir(t), "pg_ctl"), "status", "-D", dataDir)
+	if os.Geteuid() == 0 {
+		pgStatus = exec.Command("runuser", append([]string{"-u", "postgres", "--"}, pgStatus.Args...)...)
+	}
+	if out, err := pgStatus.CombinedOutput(); err == nil {
+		t.Fatalf("PostgreSQL still runs after bankd stopped: %s", out)
+	}
+
+	second := startBankd(t, env)
+	status, again := get(t, fmt.Sprintf("%s/v1/accounts/%.0f", second.url, acct["id"]))
+	if status != 200 || again["balance"].(float64) != 42 {
+		t.Fatalf("after restart: %d %v; want the account kept", status, again)
+	}
+	if err := second.stop(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+func mustBinDir(t *testing.T) string {
+	dir, err := pglocal.FindBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestGracefulShutdown cancels bankd while a request is in flight: the
+// request still completes, and run returns nil.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": pgtest.URL(t), "BANKD_UNSAFE_DEMO": "1"}
+	b := startBankd(t, env)
+	_, acct := post(t, b.url+"/v1/accounts", `{"owner":"alice","balance":100}`)
+	path := fmt.Sprintf("%s/v1/accounts/%.0f/withdrawals", b.url, acct["id"])
+
+	result := make(chan int, 1)
+	go func() {
+		status, _ := post(t, path, `{"amount":60,"hold_ms":700}`)
+		result <- status
+	}()
+	time.Sleep(200 * time.Millisecond) // the request is now holding inside its transaction
+	if err := b.stop(); err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	if status := <-result; status != 201 {
+		t.Fatalf("in-flight withdrawal got %d, want 201", status)
+	}
+	conn, err := pgx.Connect(context.Background(), env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var balance int64
+	if err := conn.QueryRow(context.Background(), `SELECT balance FROM accounts`).Scan(&balance); err != nil || balance != 40 {
+		t.Fatalf("balance %d (%v), want 40", balance, err)
+	}
+}
+
+// TestMigrateCommand runs `bankd migrate` as an operator would, then several
+// replicas migrating one empty database at once: goose's advisory lock must
+// let each migration apply exactly once.
+func TestMigrateCommand(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": pgtest.URL(t)}
+	getenv := func(k string) string { return env[k] }
+	migrate := func(verb string) (string, error) {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{"migrate", verb}, getenv, &out, io.Discard)
+		return out.String(), err
+	}
+	if out, err := migrate("status"); err != nil || !strings.Contains(out, "applied") {
+		t.Fatalf("status: %v %q", err, out)
+	}
+	if out, err := migrate("down"); err != nil || !strings.Contains(out, "rolled back") {
+		t.Fatalf("down: %v %q", err, out)
+	}
+	if out, err := migrate("status"); err != nil || !strings.Contains(out, "pending") {
+		t.Fatalf("status after down: %v %q", err, out)
+	}
+
+	const replicas = 4
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	outs := make([]string, replicas)
+	for i := range replicas {
+		wg.Go(func() {
+			<-start
+			var err error
+			outs[i], err = migrate("up")
+			if err != nil {
+				t.Errorf("replica %d: migrate up: %v", i, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	applied := 0
+	for _, out := range outs {
+		applied += strings.Count(out, "applied ")
+	}
+	if applied != 1 {
+		t.Fatalf("migration applied %d times across %d replicas, want exactly once: %q", applied, replicas, outs)
+	}
+	if _, err := migrate("sideways"); err == nil {
+		t.Fatal("migrate sideways succeeded")
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"BadMaxConns", nil, map[string]string{"BANKD_MAX_CONNS": "lots"}, "BANKD_MAX_CONNS"},
+		{"BadDemoFlag", nil, map[string]string{"BANKD_UNSAFE_DEMO": "maybe"}, "BANKD_UNSAFE_DEMO"},
+		{"BadLogFormat", []string{"--log-format", "xml"}, nil, "log-format"},
+		{"UnknownCommand", []string{"serve-please"}, nil, "unknown command"},
+		{"UnknownFlag", []string{"--colour"}, nil, "colour"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(context.Background(), tt.args, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run(%v) = %v, want an error about %s", tt.args, err, tt.want)
+			}
+		})
+	}
+}
