@@ -25,28 +25,42 @@ func setDefaultEnv(key, value string) {
 	}
 }
 
-// dockerAnswers reports whether a Docker daemon answers within a few seconds.
-func dockerAnswers(ctx context.Context) (ok bool) {
+// dockerImage reports whether a Docker daemon answers within a few seconds,
+// and whether it holds image.
+func dockerImage(ctx context.Context, image string) (daemon, present bool) {
 	defer func() {
 		if recover() != nil { // testcontainers panics on some broken setups
-			ok = false
+			daemon, present = false, false
 		}
 	}()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	provider, err := testcontainers.ProviderDefault.GetProvider()
+	provider, err := testcontainers.NewDockerProvider()
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer provider.Close()
-	return provider.Health(ctx) == nil
+	images, err := provider.ListImages(ctx)
+	if err != nil {
+		return false, false
+	}
+	for _, img := range images {
+		if img.Name == image || img.Name == "docker.io/library/"+image {
+			return true, true
+		}
+	}
+	return true, false
+}
+
+func pgImage() string {
+	if img := os.Getenv("PGTEST_IMAGE"); img != "" {
+		return img
+	}
+	return DefaultImage
 }
 
 func startContainer(ctx context.Context) error {
-	image := os.Getenv("PGTEST_IMAGE")
-	if image == "" {
-		image = DefaultImage
-	}
+	image := pgImage()
 	started := time.Now()
 	c, err := postgres.Run(ctx, image,
 		postgres.WithDatabase("postgres"),

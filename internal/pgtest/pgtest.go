@@ -108,13 +108,17 @@ func start() error {
 		switch {
 		case os.Getenv("TEST_DATABASE_URL") != "":
 			err = startURL()
-		case dockerAnswers(ctx):
-			if err = startContainer(ctx); err != nil {
-				fmt.Fprintf(os.Stderr, "pgtest: container failed (%v); using the local PostgreSQL binaries instead\n", err)
+		default:
+			// Prefer a container whose image is already here; never make the
+			// daemon pull one when the local binaries can serve instead.
+			daemon, imagePresent := dockerImage(ctx, pgImage())
+			_, noBinaries := pglocal.FindBinDir()
+			switch {
+			case daemon && imagePresent, daemon && noBinaries != nil:
+				err = startContainer(ctx)
+			default:
 				err = startLocal(ctx)
 			}
-		default:
-			err = startLocal(ctx)
 		}
 	default:
 		return fmt.Errorf("PGTEST_BACKEND=%q: want url, docker or local", backend)
