@@ -81,6 +81,27 @@ func URL(t testing.TB) string {
 	return withDatabase(adminURL, name)
 }
 
+// ExampleURL is URL for testable examples, which have no testing.TB: the
+// database is dropped when Main ends, and a failure panics.
+func ExampleURL() string {
+	startOnce.Do(func() { startErr = start() })
+	if startErr != nil {
+		panic(fmt.Sprintf("pgtest: no PostgreSQL for tests: %v", startErr))
+	}
+	name := fmt.Sprintf("x_%d_%d", os.Getpid(), dbSeq.Add(1))
+	if err := createFromTemplate(context.Background(), name); err != nil {
+		panic(err)
+	}
+	prevStop := stop
+	stop = func() {
+		_ = exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		if prevStop != nil {
+			prevStop()
+		}
+	}
+	return withDatabase(adminURL, name)
+}
+
 // New returns a pool on a new migrated database (see URL); the pool is closed
 // when t ends.
 func New(t testing.TB) *pgxpool.Pool {

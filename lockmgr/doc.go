@@ -1,0 +1,24 @@
+// Package lockmgr is a lease manager on PostgreSQL with fencing tokens: a
+// cluster-wide lock that any Go program with a pgxpool can use.
+//
+// A lease is a lock that expires. Whoever holds a live lease on a resource
+// holds the lock; a holder that crashes blocks others only until its lease
+// runs out (its TTL). Liveness is decided by the database's clock alone; the
+// holder also keeps a local, earlier deadline (Lease.Deadline) after which it
+// stops acting as holder.
+//
+// Expiry alone is not safety: a holder that pauses (GC, swap, a frozen VM)
+// past its lease wakes up believing it still holds the lock. So every grant
+// carries a fencing token from one database-wide sequence: per resource,
+// tokens strictly increase with every grant, never change on renewal, and are
+// never reused. The holder sends its token with every write, and the
+// protected data checks it (CheckFence) in the same transaction as the write,
+// rejecting a token that is no longer the newest live grant.
+//
+// Renew and Release act only on the caller's own grant, named by its secret
+// lease id; releasing twice is harmless. Acquire waits without polling: it
+// wakes on a release (LISTEN/NOTIFY on a dedicated connection) or, at the
+// latest, when the current lease runs out.
+//
+// The database must be migrated with package migrations.
+package lockmgr

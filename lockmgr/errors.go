@@ -1,0 +1,54 @@
+package lockmgr
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The error vocabulary of lockmgr. Match with errors.Is; a *HeldError (from
+// errors.As) also says who holds the lock and until when.
+var (
+	// ErrHeld: someone else holds a live lease on the resource.
+	ErrHeld = errors.New("lockmgr: lock held")
+	// ErrLeaseLost: the lease ran out, was released, or was taken over; the
+	// caller no longer holds the lock and must stop acting as if it did.
+	ErrLeaseLost = errors.New("lockmgr: lease lost")
+	// ErrNotHolder: the lease id is not the resource's newest grant.
+	ErrNotHolder = errors.New("lockmgr: not the holder")
+	// ErrNotFound: the resource has never been locked.
+	ErrNotFound = errors.New("lockmgr: no such lock")
+	// ErrInvalid: a resource, holder or TTL outside the accepted range.
+	ErrInvalid = errors.New("lockmgr: invalid argument")
+)
+
+// Fence errors: a write carrying a fencing token that is not the newest live
+// grant of the resource.
+var (
+	// ErrStaleToken: a newer lease has been granted since this token.
+	ErrStaleToken = errors.New("lockmgr: stale fencing token")
+	// ErrLeaseExpired: no newer grant, but this token's lease is no longer
+	// live (it ran out or was released).
+	ErrLeaseExpired = errors.New("lockmgr: lease expired")
+	// ErrTokenMismatch: the token was never issued for this resource.
+	ErrTokenMismatch = errors.New("lockmgr: fencing token not issued for this resource")
+)
+
+// HeldError is ErrHeld with the current holder.
+type HeldError struct {
+	Resource  string
+	Holder    string
+	ExpiresAt time.Time
+	// Remaining is how long the lease has left by the database's clock.
+	Remaining time.Duration
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("lockmgr: %s is held by %s for another %s", e.Resource, e.Holder, e.Remaining.Round(time.Millisecond))
+}
+
+func (e *HeldError) Unwrap() error { return ErrHeld }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,43 @@
+package lockmgr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// CheckFence verifies, inside the caller's transaction tx and just before its
+// write, that token is the newest grant of resource and that this grant is
+// live by the database's clock. It locks the lease row (FOR SHARE) until tx
+// ends, so no newer grant can come between the check and the write: a
+// holder that paused past its lease is rejected however long the pause.
+// Errors: ErrStaleToken, ErrLeaseExpired, ErrTokenMismatch.
+func CheckFence(ctx context.Context, tx pgx.Tx, resource string, token int64) error {
+	var (
+		current int64
+		live    bool
+	)
+	err := tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return ErrTokenMismatch
+	case err != nil:
+		return fmt.Errorf("lockmgr: fence %s: %w", resource, err)
+	case token == current && live:
+		return nil
+	case token == current:
+		return ErrLeaseExpired
+	case token > current:
+		return ErrTokenMismatch
+	}
+	var issued bool
+	if err := tx.QueryRow(ctx, sqlTokenIssuedFor, token, resource).Scan(&issued); err != nil {
+		return fmt.Errorf("lockmgr: fence %s: %w", resource, err)
+	}
+	if !issued {
+		return ErrTokenMismatch
+	}
+	return ErrStaleToken
+}

@@ -1,0 +1,99 @@
+package lockmgr
+
+import (
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Lease is one grant of a lock.
+type Lease struct {
+	Resource string `json:"resource"`
+	Holder   string `json:"holder"`
+	// Token is the fencing token: it names this grant, grows with every grant
+	// of the resource, and stays the same across renewals. Send it with every
+	// write to the protected resource.
+	Token int64 `json:"token"`
+	// ID is the holder's secret: only it can renew or release the lease.
+	ID         string        `json:"lease_id"`
+	AcquiredAt time.Time     `json:"acquired_at"`
+	ExpiresAt  time.Time     `json:"expires_at"`
+	TTL        time.Duration `json:"-"`
+
+	// deadline is the holder's own conservative view: the local time the
+	// request that granted or renewed the lease was sent, plus TTL, minus a
+	// safety margin. Past it, the holder must assume the lease is gone.
+	deadline time.Time
+}
+
+// Deadline is the local time after which the holder must stop believing it
+// holds the lock: the start of the request that granted (or last renewed) the
+// lease plus the TTL, less a safety margin for clock drift. The database
+// judges expiry by its own clock; this deadline always comes first.
+func (l *Lease) Deadline() time.Time { return l.deadline }
+
+// Status describes a resource's newest grant without its secret lease id.
+type Status struct {
+	Resource  string    `json:"resource"`
+	Held      bool      `json:"held"`
+	Holder    string    `json:"holder"`
+	Token     int64     `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Remaining is the time left by the database's clock; 0 when not held.
+	Remaining time.Duration `json:"-"`
+}
+
+// Limits on arguments.
+const (
+	MinTTL         = 100 * time.Millisecond
+	MaxTTL         = 10 * time.Minute
+	maxHolderRunes = 100
+)
+
+var resourcePattern = regexp.MustCompile(`^[A-Za-z0-9:_.-]{1,200}$`)
+
+// ValidResource reports whether name is 1–200 characters of [A-Za-z0-9:_.-].
+func ValidResource(name string) bool { return resourcePattern.MatchString(name) }
+
+func validate(resource, holder string, ttl time.Duration) error {
+	switch {
+	case !ValidResource(resource):
+		return invalid("resource must be 1 to 200 characters of A-Z a-z 0-9 : _ . -")
+	case holder == "" || utf8.RuneCountInString(holder) > maxHolderRunes || !utf8.ValidString(holder):
+		return invalid("holder must be 1 to 100 characters")
+	}
+	return validateTTL(ttl)
+}
+
+func validateTTL(ttl time.Duration) error {
+	if ttl < MinTTL || ttl > MaxTTL {
+		return invalid("ttl must be from %s to %s", MinTTL, MaxTTL)
+	}
+	return nil
+}
+
+func scanLease(row pgx.CollectableRow) (Lease, error) {
+	var l Lease
+	var ttlMS int64
+	err := row.Scan(&l.Resource, &l.Holder, &l.Token, &l.ID, &l.AcquiredAt, &l.ExpiresAt, &ttlMS)
+	l.TTL = time.Duration(ttlMS) * time.Millisecond
+	return l, err
+}
+
+func scanStatus(row pgx.CollectableRow) (Status, error) {
+	var (
+		l   Lease
+		ttl int64
+		now time.Time
+	)
+	if err := row.Scan(&l.Resource, &l.Holder, &l.Token, &l.ID, &l.AcquiredAt, &l.ExpiresAt, &ttl, &now); err != nil {
+		return Status{}, err
+	}
+	s := Status{Resource: l.Resource, Holder: l.Holder, Token: l.Token, ExpiresAt: l.ExpiresAt}
+	if l.ExpiresAt.After(now) {
+		s.Held, s.Remaining = true, l.ExpiresAt.Sub(now)
+	}
+	return s, nil
+}

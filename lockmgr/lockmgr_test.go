@@ -1,0 +1,460 @@
+package lockmgr_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/lockmgr"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+type bundle struct {
+	pool *pgxpool.Pool
+	ctx  context.Context
+}
+
+func setup(t *testing.T) (*lockmgr.Manager, bundle) {
+	t.Helper()
+	pool := pgtest.New(t)
+	m := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(m.Close)
+	return m, bundle{pool: pool, ctx: context.Background()}
+}
+
+func mustAcquire(t *testing.T, m *lockmgr.Manager, resource, holder string, ttl time.Duration) *lockmgr.Lease {
+	t.Helper()
+	l, err := m.TryAcquire(context.Background(), resource, holder, ttl)
+	if err != nil {
+		t.Fatalf("TryAcquire(%s, %s): %v", resource, holder, err)
+	}
+	return l
+}
+
+// expire makes the database consider the lease over, as if its TTL had run
+// out during a pause, without waiting for it.
+func expire(t *testing.T, b bundle, resource string) {
+	t.Helper()
+	if _, err := b.pool.Exec(b.ctx, `UPDATE leases SET expires_at = clock_timestamp() WHERE resource = $1`, resource); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTokensStrictlyIncrease: 50 acquirers released together through a
+// barrier take turns on one resource; in the order they held the lock, the
+// tokens strictly increase.
+func TestTokensStrictlyIncrease(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	const acquirers = 50
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var order []int64
+	for i := range acquirers {
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+			defer cancel()
+			l, err := m.Acquire(ctx, "res:tokens", fmt.Sprintf("w%d", i), 5*time.Second)
+			if err != nil {
+				t.Errorf("Acquire: %v", err)
+				return
+			}
+			mu.Lock()
+			order = append(order, l.Token)
+			mu.Unlock()
+			if err := m.Release(b.ctx, l.Resource, l.ID); err != nil {
+				t.Errorf("Release: %v", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if len(order) != acquirers {
+		t.Fatalf("%d grants, want %d", len(order), acquirers)
+	}
+	for i := 1; i < len(order); i++ {
+		if order[i] <= order[i-1] {
+			t.Fatalf("grant %d got token %d after %d: tokens must strictly increase (%v)", i, order[i], order[i-1], order)
+		}
+	}
+	// The grant history agrees, token by token.
+	var n int
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM lease_grants WHERE resource = 'res:tokens'`).Scan(&n); err != nil || n != acquirers {
+		t.Fatalf("lease_grants has %d rows (%v), want %d", n, err, acquirers)
+	}
+}
+
+// TestMutualExclusion: 20 goroutines × 200 rounds of acquire → read-modify-
+// write of a plain counter with a yield in the middle → release. Any overlap
+// of two holders loses an increment.
+func TestMutualExclusion(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	const workers, rounds = 20, 200
+	var counter atomic.Int64 // atomic only so the race detector stays quiet: Load+Store is not an increment
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			<-start
+			for range rounds {
+				ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+				l, err := m.Acquire(ctx, "res:counter", fmt.Sprintf("w%d", w), 5*time.Second)
+				cancel()
+				if err != nil {
+					t.Errorf("Acquire: %v", err)
+					return
+				}
+				v := counter.Load()
+				runtime.Gosched()
+				counter.Store(v + 1)
+				if err := m.Release(b.ctx, l.Resource, l.ID); err != nil {
+					t.Errorf("Release: %v", err)
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if got := counter.Load(); got != workers*rounds {
+		t.Fatalf("counter = %d, want %d: two holders overlapped", got, workers*rounds)
+	}
+}
+
+func TestExpiryAndTakeover(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	old := mustAcquire(t, m, "res:a", "node-a", 300*time.Millisecond)
+
+	_, err := m.TryAcquire(b.ctx, "res:a", "node-b", time.Second)
+	var held *lockmgr.HeldError
+	if !errors.As(err, &held) || !errors.Is(err, lockmgr.ErrHeld) || held.Holder != "node-a" || held.Remaining <= 0 {
+		t.Fatalf("TryAcquire while held = %v, want ErrHeld by node-a", err)
+	}
+
+	// Expiry by the database clock: after the TTL the lease is free to take.
+	time.Sleep(350 * time.Millisecond)
+	if s, err := m.Get(b.ctx, "res:a"); err != nil || s.Held {
+		t.Fatalf("Get after TTL = %+v, %v; want not held", s, err)
+	}
+	newer := mustAcquire(t, m, "res:a", "node-b", 5*time.Second)
+	if newer.Token <= old.Token || newer.ID == old.ID {
+		t.Fatalf("takeover token %d (old %d): must be greater", newer.Token, old.Token)
+	}
+
+	// The stale holder can neither renew nor release the newer lease.
+	if _, err := m.Renew(b.ctx, "res:a", old.ID, time.Second); !errors.Is(err, lockmgr.ErrLeaseLost) {
+		t.Fatalf("stale Renew = %v, want ErrLeaseLost", err)
+	}
+	if err := m.Release(b.ctx, "res:a", old.ID); !errors.Is(err, lockmgr.ErrNotHolder) {
+		t.Fatalf("stale Release = %v, want ErrNotHolder", err)
+	}
+	s, err := m.Get(b.ctx, "res:a")
+	if err != nil || !s.Held || s.Holder != "node-b" || s.Token != newer.Token {
+		t.Fatalf("after stale renew/release: %+v, %v; want node-b's lease untouched", s, err)
+	}
+
+	// Renewal keeps the token and extends the lease.
+	renewed, err := m.Renew(b.ctx, "res:a", newer.ID, 10*time.Second)
+	if err != nil || renewed.Token != newer.Token || !renewed.ExpiresAt.After(newer.ExpiresAt) {
+		t.Fatalf("Renew = %+v, %v", renewed, err)
+	}
+}
+
+func TestReleaseIsIdempotent(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	l := mustAcquire(t, m, "res:r", "node-a", time.Minute)
+	for i := range 2 {
+		if err := m.Release(b.ctx, "res:r", l.ID); err != nil {
+			t.Fatalf("Release #%d: %v", i+1, err)
+		}
+	}
+	if _, err := m.Renew(b.ctx, "res:r", l.ID, time.Second); !errors.Is(err, lockmgr.ErrLeaseLost) {
+		t.Fatalf("Renew after release = %v, want ErrLeaseLost", err)
+	}
+	next := mustAcquire(t, m, "res:r", "node-b", time.Minute) // free at once, no TTL to wait out
+	if next.Token <= l.Token {
+		t.Fatalf("token %d after %d", next.Token, l.Token)
+	}
+	for _, id := range []string{"not-a-uuid", "00000000-0000-4000-8000-000000000000"} {
+		if err := m.Release(b.ctx, "res:r", id); !errors.Is(err, lockmgr.ErrNotHolder) {
+			t.Fatalf("Release(%s) = %v, want ErrNotHolder", id, err)
+		}
+	}
+	if err := m.Release(b.ctx, "res:never", l.ID); !errors.Is(err, lockmgr.ErrNotHolder) {
+		t.Fatalf("Release on another resource = %v, want ErrNotHolder", err)
+	}
+}
+
+// TestTokensSurviveCleanup: deleting every lease row does not bring tokens back.
+func TestTokensSurviveCleanup(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	first := mustAcquire(t, m, "res:c", "node-a", time.Minute)
+	if _, err := b.pool.Exec(b.ctx, `DELETE FROM leases`); err != nil {
+		t.Fatal(err)
+	}
+	second := mustAcquire(t, m, "res:c", "node-b", time.Minute)
+	if second.Token <= first.Token {
+		t.Fatalf("token after cleanup %d, before %d: tokens must never be reused", second.Token, first.Token)
+	}
+}
+
+func TestWaiterWokenByRelease(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	holder := mustAcquire(t, m, "res:w", "node-a", 30*time.Second)
+	got := make(chan time.Time, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+		defer cancel()
+		if _, err := m.Acquire(ctx, "res:w", "node-b", time.Second); err != nil {
+			t.Errorf("Acquire: %v", err)
+		}
+		got <- time.Now()
+	}()
+	time.Sleep(300 * time.Millisecond) // the waiter is asleep until the 30 s lease runs out
+	released := time.Now()
+	if err := m.Release(b.ctx, "res:w", holder.ID); err != nil {
+		t.Fatal(err)
+	}
+	woke := <-got
+	// Generous: the benchmark measures the real figure; a waiter that slept
+	// until expiry would take 30 s.
+	if d := woke.Sub(released); d > 2*time.Second {
+		t.Fatalf("waiter took %s after the release", d)
+	}
+}
+
+func TestWaiterWakesAtExpiryWithoutNotification(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	mustAcquire(t, m, "res:x", "node-a", 600*time.Millisecond) // never released: its holder "crashed"
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	l, err := m.Acquire(ctx, "res:x", "node-b", time.Second)
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if waited := time.Since(start); waited < 400*time.Millisecond || waited > 3*time.Second {
+		t.Fatalf("waited %s for a 600ms lease to expire", waited)
+	}
+	if l.Holder != "node-b" {
+		t.Fatalf("holder %s", l.Holder)
+	}
+}
+
+func TestAcquireGivesUpWithContext(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	mustAcquire(t, m, "res:t", "node-a", time.Minute)
+	ctx, cancel := context.WithTimeout(b.ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := m.Acquire(ctx, "res:t", "node-b", time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire = %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestKeepAlive(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+
+	t.Run("HoldsThroughTenTTLs", func(t *testing.T) {
+		const ttl = 200 * time.Millisecond
+		l := mustAcquire(t, m, "res:k1", "node-a", ttl)
+		k := m.KeepAlive(b.ctx, l)
+		defer k.Stop()
+		time.Sleep(10 * ttl)
+		if err := k.Err(); err != nil {
+			t.Fatalf("keepalive lost the lease: %v", err)
+		}
+		s, err := m.Get(b.ctx, "res:k1")
+		if err != nil || !s.Held || s.Token != l.Token {
+			t.Fatalf("after 10 TTLs: %+v, %v; want held with token %d", s, err, l.Token)
+		}
+		if _, err := m.TryAcquire(b.ctx, "res:k1", "node-b", ttl); !errors.Is(err, lockmgr.ErrHeld) {
+			t.Fatalf("TryAcquire by another = %v, want ErrHeld", err)
+		}
+	})
+
+	t.Run("SignalsLossWhenTaken", func(t *testing.T) {
+		l := mustAcquire(t, m, "res:k2", "node-a", 600*time.Millisecond)
+		k := m.KeepAlive(b.ctx, l)
+		defer k.Stop()
+		expire(t, b, "res:k2") // the database judged it over, say during a pause
+		mustAcquire(t, m, "res:k2", "node-b", time.Minute)
+		select {
+		case <-k.Done():
+		case <-time.After(2 * time.Second):
+			t.Fatal("keepalive did not signal the loss")
+		}
+		if !errors.Is(k.Err(), lockmgr.ErrLeaseLost) {
+			t.Fatalf("Err = %v, want ErrLeaseLost", k.Err())
+		}
+	})
+
+	t.Run("EndsAtLocalDeadlineWhenRenewalsStall", func(t *testing.T) {
+		const ttl = 800 * time.Millisecond
+		l := mustAcquire(t, m, "res:k3", "node-a", ttl)
+		// Another session locks the lease row: every renewal now hangs, as it
+		// would behind a dead network.
+		blocker, err := b.pool.Begin(b.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer blocker.Rollback(b.ctx)
+		if _, err := blocker.Exec(b.ctx, `SELECT 1 FROM leases WHERE resource = 'res:k3' FOR UPDATE`); err != nil {
+			t.Fatal(err)
+		}
+		k := m.KeepAlive(b.ctx, l)
+		defer k.Stop()
+		var gaveUp time.Time
+		select {
+		case <-k.Done():
+			gaveUp = time.Now()
+		case <-time.After(5 * time.Second):
+			t.Fatal("keepalive did not give up at its deadline")
+		}
+		// It gave up before the database's expiry (one machine, one clock):
+		// the holder stops before anyone else can start.
+		var expiresAt time.Time
+		if err := b.pool.QueryRow(b.ctx, `SELECT expires_at FROM leases WHERE resource = 'res:k3'`).Scan(&expiresAt); err != nil {
+			t.Fatal(err)
+		}
+		if !gaveUp.Before(expiresAt) || !errors.Is(k.Err(), lockmgr.ErrLeaseLost) {
+			t.Fatalf("gave up at %s, the database expires the lease at %s, err %v; want before, and ErrLeaseLost", gaveUp, expiresAt, k.Err())
+		}
+	})
+}
+
+func TestFence(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	check := func(resource string, token int64) error {
+		t.Helper()
+		var fenceErr error
+		err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+			fenceErr = lockmgr.CheckFence(b.ctx, tx, resource, token)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fenceErr
+	}
+	a1 := mustAcquire(t, m, "account:1", "node-a", time.Minute)
+	other := mustAcquire(t, m, "account:2", "node-a", time.Minute)
+	if err := check("account:1", a1.Token); err != nil {
+		t.Fatalf("live newest token: %v", err)
+	}
+	expire(t, b, "account:1")
+	if err := check("account:1", a1.Token); !errors.Is(err, lockmgr.ErrLeaseExpired) {
+		t.Fatalf("expired token: %v, want ErrLeaseExpired", err)
+	}
+	a2 := mustAcquire(t, m, "account:1", "node-b", time.Minute)
+	tests := []struct {
+		name     string
+		resource string
+		token    int64
+		want     error
+	}{
+		{"Newest", "account:1", a2.Token, nil},
+		{"Stale", "account:1", a1.Token, lockmgr.ErrStaleToken},
+		{"AnotherResourcesToken", "account:1", other.Token, lockmgr.ErrTokenMismatch},
+		{"FutureToken", "account:1", a2.Token + 1000, lockmgr.ErrTokenMismatch},
+		{"NeverLocked", "account:3", a2.Token, lockmgr.ErrTokenMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := check(tt.resource, tt.token); !errors.Is(err, tt.want) {
+				t.Fatalf("CheckFence(%s, %d) = %v, want %v", tt.resource, tt.token, err, tt.want)
+			}
+		})
+	}
+	if err := m.Release(b.ctx, "account:1", a2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := check("account:1", a2.Token); !errors.Is(err, lockmgr.ErrLeaseExpired) {
+		t.Fatalf("released token: %v, want ErrLeaseExpired", err)
+	}
+}
+
+// TestFenceHoldsOffTakeover: between a writer's fence check and its commit,
+// no newer grant can be made, even when the lease runs out meanwhile.
+func TestFenceHoldsOffTakeover(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	l := mustAcquire(t, m, "res:f", "node-a", 300*time.Millisecond)
+	tx, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(b.ctx)
+	if err := lockmgr.CheckFence(b.ctx, tx, "res:f", l.Token); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond) // the lease runs out while the writer is still in its transaction
+	granted := make(chan *lockmgr.Lease, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		defer cancel()
+		nl, err := m.Acquire(ctx, "res:f", "node-b", time.Minute)
+		if err != nil {
+			t.Errorf("Acquire: %v", err)
+		}
+		granted <- nl
+	}()
+	select {
+	case <-granted:
+		t.Fatal("a takeover was granted while the fenced writer had not committed")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := tx.Commit(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if nl := <-granted; nl == nil || nl.Token <= l.Token {
+		t.Fatalf("takeover after commit: %+v", nl)
+	}
+}
+
+func TestInvalidArguments(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	tests := []struct {
+		name, resource, holder string
+		ttl                    time.Duration
+	}{
+		{"EmptyResource", "", "h", time.Second},
+		{"ResourceWithSpace", "a b", "h", time.Second},
+		{"LongResource", string(make([]byte, 201)), "h", time.Second},
+		{"EmptyHolder", "r", "", time.Second},
+		{"TTLTooShort", "r", "h", 99 * time.Millisecond},
+		{"TTLTooLong", "r", "h", 11 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := m.TryAcquire(b.ctx, tt.resource, tt.holder, tt.ttl); !errors.Is(err, lockmgr.ErrInvalid) {
+				t.Fatalf("TryAcquire = %v, want ErrInvalid", err)
+			}
+		})
+	}
+	if _, err := m.Get(b.ctx, "res:none"); !errors.Is(err, lockmgr.ErrNotFound) {
+		t.Fatalf("Get(unknown) = %v, want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,205 @@
+package lockmgr
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// SafetyMargin is taken off every lease's local deadline (see
+	// Lease.Deadline) to allow for the local clock running fast. Default:
+	// a twentieth of the TTL.
+	SafetyMargin func(ttl time.Duration) time.Duration
+}
+
+// Manager grants, renews and releases leases in PostgreSQL. It is safe for
+// concurrent use. Close it to stop its notification listener.
+type Manager struct {
+	pool     *pgxpool.Pool
+	margin   func(time.Duration) time.Duration
+	listener *listener
+}
+
+// New returns a Manager on pool, whose database must be migrated (package
+// migrations). Waiters are woken through LISTEN on a connection of their own,
+// opened on first need with the pool's connection settings, so that a busy
+// pool can neither delay a wake-up nor be used up by one.
+func New(pool *pgxpool.Pool, opts Options) *Manager {
+	margin := opts.SafetyMargin
+	if margin == nil {
+		margin = func(ttl time.Duration) time.Duration { return ttl / 20 }
+	}
+	return &Manager{pool: pool, margin: margin, listener: newListener(pool.Config().ConnConfig)}
+}
+
+// Close stops the notification listener. Leases stay as they are.
+func (m *Manager) Close() { m.listener.close() }
+
+// TryAcquire grants a lease on resource to holder for ttl if nobody holds a
+// live one, taking over a lease that has run out or been released. It never
+// waits. Errors: ErrHeld (as *HeldError), ErrInvalid.
+func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
+	if err := validate(resource, holder, ttl); err != nil {
+		return nil, err
+	}
+	// The row can vanish between our statements (a cleanup); try again then.
+	for range 3 {
+		start := time.Now()
+		id := newLeaseID()
+		for _, stmt := range []string{sqlTakeover, sqlFirstGrant} {
+			rows, _ := m.pool.Query(ctx, stmt, resource, holder, id, ttl.Milliseconds())
+			l, err := pgx.CollectExactlyOneRow(rows, scanLease)
+			if err == nil {
+				l.deadline = start.Add(ttl - m.margin(ttl))
+				return &l, nil
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
+			}
+		}
+		rows, _ := m.pool.Query(ctx, sqlHolder, resource)
+		s, err := pgx.CollectExactlyOneRow(rows, scanStatus)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
+		}
+		// Held when we tried, even if released since: report it, with no
+		// time left, so that Acquire tries again at once.
+		return nil, &HeldError{Resource: resource, Holder: s.Holder, ExpiresAt: s.ExpiresAt, Remaining: s.Remaining}
+	}
+	return nil, fmt.Errorf("lockmgr: acquire %s: the lease row kept vanishing; try again", resource)
+}
+
+// Acquire is TryAcquire that waits until the lease is granted or ctx ends.
+// A waiter wakes when the holder releases (a notification) or, at the
+// latest, when the current lease runs out by the database's clock (plus a
+// little jitter, so waiters do not stampede), so it never polls on a fixed
+// interval and never depends on a notification arriving.
+// Errors: ErrInvalid, ctx.Err() (wrapping the last *HeldError's news).
+func (m *Manager) Acquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
+	for {
+		// Subscribe before trying, so a release between the try and the wait
+		// is not missed.
+		wake, unsubscribe := m.listener.subscribe(resource)
+		l, err := m.TryAcquire(ctx, resource, holder, ttl)
+		var held *HeldError
+		if !errors.As(err, &held) {
+			unsubscribe()
+			return l, err
+		}
+		wait := held.Remaining + time.Duration(mrand.Int64N(int64(held.Remaining/50+2*time.Millisecond)))
+		timer := time.NewTimer(wait)
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			unsubscribe()
+			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), held)
+		}
+		timer.Stop()
+		unsubscribe()
+	}
+}
+
+// Renew extends the caller's live lease to ttl from now, keeping its token.
+// Errors: ErrLeaseLost (ran out, released, or never ours), ErrInvalid.
+func (m *Manager) Renew(ctx context.Context, resource, leaseID string, ttl time.Duration) (*Lease, error) {
+	if err := validateTTL(ttl); err != nil {
+		return nil, err
+	}
+	if !validLeaseID(leaseID) {
+		return nil, ErrLeaseLost
+	}
+	start := time.Now()
+	rows, _ := m.pool.Query(ctx, sqlRenew, resource, leaseID, ttl.Milliseconds())
+	l, err := pgx.CollectExactlyOneRow(rows, scanLease)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrLeaseLost
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lockmgr: renew %s: %w", resource, err)
+	}
+	l.deadline = start.Add(ttl - m.margin(ttl))
+	return &l, nil
+}
+
+// Release gives up the lease and wakes waiters. Releasing a lease that is
+// still the newest grant but already ran out or was released succeeds, so
+// releasing twice is harmless. Errors: ErrNotHolder (an older grant, or an
+// id never issued for resource — a newer holder's lease is never touched).
+func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
+	if !validLeaseID(leaseID) {
+		return ErrNotHolder
+	}
+	tag, err := m.pool.Exec(ctx, sqlRelease, resource, leaseID)
+	if err != nil {
+		return fmt.Errorf("lockmgr: release %s: %w", resource, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotHolder
+	}
+	return nil
+}
+
+// Get describes resource's newest grant. Errors: ErrNotFound.
+func (m *Manager) Get(ctx context.Context, resource string) (Status, error) {
+	rows, _ := m.pool.Query(ctx, sqlGet, resource)
+	s, err := pgx.CollectExactlyOneRow(rows, scanStatus)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Status{}, ErrNotFound
+	}
+	if err != nil {
+		return Status{}, fmt.Errorf("lockmgr: get %s: %w", resource, err)
+	}
+	return s, nil
+}
+
+// List returns up to limit live leases, by resource name.
+func (m *Manager) List(ctx context.Context, limit int) ([]Status, error) {
+	rows, _ := m.pool.Query(ctx, sqlListLive, limit)
+	statuses, err := pgx.CollectRows(rows, scanStatus)
+	if err != nil {
+		return nil, fmt.Errorf("lockmgr: list: %w", err)
+	}
+	return statuses, nil
+}
+
+// newLeaseID returns a random (version 4) UUID: the holder's secret.
+func newLeaseID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// validLeaseID reports whether s looks like a UUID, so that garbage never
+// reaches the database as a uuid parameter (where it would be an error).
+func validLeaseID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
+}
