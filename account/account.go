@@ -1,6 +1,6 @@
 // Package account is the protected resource of lockbank: accounts, their
 // append-only ledger, and the withdrawal strategies that either show the race
-// (unsafe) or prevent it (row).
+// (unsafe, lease-nofence) or prevent it (row, lease).
 //
 // Every method runs in transactions that touch one account's rows only, and
 // every balance change writes its ledger entry in the same transaction, so
@@ -11,12 +11,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // MaxAmount is the largest amount of one deposit, withdrawal or opening
@@ -60,21 +63,47 @@ const (
 
 // Options configure a Service.
 type Options struct {
-	// UnsafeDemo enables the unsafe strategy and Hold: demonstrations of the
-	// race, never for real money.
+	// UnsafeDemo enables the unsafe and lease-nofence strategies and Hold:
+	// demonstrations of the race, never for real money.
 	UnsafeDemo bool
+	// Locks grants the leases of the lease strategies; without it they are
+	// refused as unknown.
+	Locks *lockmgr.Manager
+	// Node is the lease holder's name: this process.
+	Node string
+	// LeaseTTL is the lifetime of the lease a lease withdrawal takes
+	// (default 5 s); LeaseWait how long it may wait for it (default 5 s).
+	LeaseTTL, LeaseWait time.Duration
 }
 
 // Service reads and changes accounts in PostgreSQL.
 type Service struct {
 	pool       *pgxpool.Pool
 	unsafeDemo bool
+	locks      *lockmgr.Manager
+	node       string
+	leaseTTL   time.Duration
+	leaseWait  time.Duration
 }
 
 // NewService returns a Service on pool, whose database must be migrated.
 func NewService(pool *pgxpool.Pool, opts Options) *Service {
-	return &Service{pool: pool, unsafeDemo: opts.UnsafeDemo}
+	s := &Service{pool: pool, unsafeDemo: opts.UnsafeDemo, locks: opts.Locks, node: opts.Node,
+		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait}
+	if s.leaseTTL == 0 {
+		s.leaseTTL = 5 * time.Second
+	}
+	if s.leaseWait == 0 {
+		s.leaseWait = 5 * time.Second
+	}
+	if s.node == "" {
+		s.node = "bankd"
+	}
+	return s
 }
+
+// LeaseResource names the lock of account id in the lease table.
+func LeaseResource(id int64) string { return "account:" + strconv.FormatInt(id, 10) }
 
 // Create opens an account for owner (1–100 characters) with an opening balance
 // of 0–MaxAmount. Errors: CodeInvalidRequest, CodeInvalidAmount.

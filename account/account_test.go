@@ -12,19 +12,28 @@ import (
 
 	"github.com/lockbank/lockbank/account"
 	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/lockmgr"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 type bundle struct {
-	pool *pgxpool.Pool
-	ctx  context.Context
+	pool  *pgxpool.Pool
+	locks *lockmgr.Manager
+	ctx   context.Context
 }
 
+// setup returns a Service on a fresh database, with a lock manager for the
+// lease strategies unless opts brings one.
 func setup(t *testing.T, opts account.Options) (*account.Service, bundle) {
 	t.Helper()
 	pool := pgtest.New(t)
-	return account.NewService(pool, opts), bundle{pool: pool, ctx: context.Background()}
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	if opts.Locks == nil {
+		opts.Locks = locks
+	}
+	return account.NewService(pool, opts), bundle{pool: pool, locks: locks, ctx: context.Background()}
 }
 
 func mustCreate(t *testing.T, svc *account.Service, balance int64) account.Account {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // Strategy is how a withdrawal keeps (or fails to keep) other writers out
@@ -23,6 +25,15 @@ const (
 	// StrategyUnsafe reads with no lock and writes back an absolute balance:
 	// two concurrent withdrawals can both succeed. Demo mode only.
 	StrategyUnsafe Strategy = "unsafe"
+	// StrategyLease takes the account's lease (lockmgr) instead of a row
+	// lock, reads with no lock, and writes the new balance only if its
+	// fencing token is still the newest live grant and the balance is still
+	// what it read.
+	StrategyLease Strategy = "lease"
+	// StrategyLeaseNoFence is StrategyLease with a plain absolute write: a
+	// holder paused past its lease overwrites the newer holder's balance.
+	// Demo mode only.
+	StrategyLeaseNoFence Strategy = "lease-nofence"
 )
 
 // Change is one deposit or withdrawal.
@@ -40,6 +51,11 @@ type Change struct {
 	// change happen at most once: a retry with the same key and the same
 	// request gets the first outcome again.
 	IdempotencyKey string
+	// FenceToken, when set, is the writer's fencing token for the account's
+	// lease (LeaseResource): the change is applied only if it is the newest
+	// grant and still live, checked in the same transaction as the write.
+	// Not with the lease strategies, which fence with their own lease.
+	FenceToken int64
 }
 
 // Result is the outcome of a Change.
@@ -65,10 +81,15 @@ func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 // Withdraw takes c.Amount out of the account with c.Strategy.
 // Errors: CodeInvalidAmount, CodeInvalidRequest, CodeInvalidIdempotencyKey,
 // CodeUnknownStrategy, CodeUnsafeDisabled, CodeAccountNotFound,
-// CodeInsufficientFunds, CodeIdempotencyKeyReused.
+// CodeInsufficientFunds, CodeIdempotencyKeyReused, the fence's
+// CodeStaleFencingToken, CodeLeaseExpired, CodeFencingTokenMismatch, and
+// CodeLockTimeout when the lease strategies wait too long for the lease.
 func (s *Service) Withdraw(ctx context.Context, c Change) (Result, error) {
 	if err := s.validate(c); err != nil {
 		return Result{}, err
+	}
+	if c.Strategy == StrategyLease || c.Strategy == StrategyLeaseNoFence {
+		return s.withdrawLeased(ctx, c)
 	}
 	return s.apply(ctx, KindWithdrawal, c)
 }
@@ -79,16 +100,39 @@ func (s *Service) validate(c Change) error {
 		return notFound(c.AccountID)
 	case c.Amount < 1 || c.Amount > MaxAmount:
 		return errorf(CodeInvalidAmount, "amount must be an integer from 1 to %d (minor units)", int64(MaxAmount))
-	case c.Strategy != StrategyRow && c.Strategy != StrategyUnsafe:
-		return errorf(CodeUnknownStrategy, "strategy %q is not one of: row, unsafe", c.Strategy)
-	case c.Strategy == StrategyUnsafe && !s.unsafeDemo:
-		return errorf(CodeUnsafeDisabled, "the unsafe strategy is only available when bankd runs with --unsafe-demo")
+	case !s.knows(c.Strategy):
+		return errorf(CodeUnknownStrategy, "strategy %q is not one of: %s", c.Strategy, s.strategyNames())
+	case (c.Strategy == StrategyUnsafe || c.Strategy == StrategyLeaseNoFence) && !s.unsafeDemo:
+		return errorf(CodeUnsafeDisabled, "the %s strategy is only available when bankd runs with --unsafe-demo", c.Strategy)
+	case c.FenceToken < 0:
+		return errorf(CodeInvalidRequest, "a fencing token is a positive integer")
+	case c.FenceToken != 0 && (c.Strategy == StrategyLease || c.Strategy == StrategyLeaseNoFence):
+		return errorf(CodeInvalidRequest, "the %s strategy fences with its own lease; send Fencing-Token with the row strategy or deposits", c.Strategy)
 	case c.Hold < 0 || c.Hold > MaxHold:
 		return errorf(CodeInvalidRequest, "hold_ms must be from 0 to %d", MaxHold.Milliseconds())
 	case c.Hold > 0 && !s.unsafeDemo:
 		return errorf(CodeUnsafeDisabled, "hold_ms is only available when bankd runs with --unsafe-demo")
 	}
 	return ValidateIdempotencyKey(c.IdempotencyKey)
+}
+
+// knows reports whether strategy is one this Service offers (the lease
+// strategies need a lock manager).
+func (s *Service) knows(strategy Strategy) bool {
+	switch strategy {
+	case StrategyRow, StrategyUnsafe:
+		return true
+	case StrategyLease, StrategyLeaseNoFence:
+		return s.locks != nil
+	}
+	return false
+}
+
+func (s *Service) strategyNames() string {
+	if s.locks == nil {
+		return "row, unsafe"
+	}
+	return "row, lease, unsafe, lease-nofence"
 }
 
 // ValidateIdempotencyKey accepts "" (no key) or 1–255 printable ASCII characters.
@@ -140,37 +184,32 @@ func (s *Service) apply(ctx context.Context, kind string, c Change) (Result, err
 			if err := sleep(ctx, c.Hold); err != nil {
 				return err
 			}
-			delta := c.Amount
-			switch {
-			case kind == KindWithdrawal && balance < c.Amount:
-				refusal = errorf(CodeInsufficientFunds, "balance %d is less than the amount %d", balance, c.Amount)
-			case kind == KindDeposit && balance > math.MaxInt64-c.Amount:
-				refusal = errorf(CodeBalanceOverflow, "a deposit of %d would overflow the balance", c.Amount)
-			case kind == KindWithdrawal:
-				delta = -c.Amount
+			// A stale writer learns nothing and records nothing.
+			if c.FenceToken != 0 {
+				if err := lockmgr.CheckFence(ctx, tx, LeaseResource(c.AccountID), c.FenceToken); err != nil {
+					return fenceRefusal(err, c.FenceToken)
+				}
 			}
-			if refusal != nil {
+			if refusal = refuse(kind, balance, c.Amount); refusal != nil {
 				return remember(ctx, tx, c, hash, nil, refusal)
+			}
+			delta := c.Amount
+			if kind == KindWithdrawal {
+				delta = -c.Amount
 			}
 			var after int64
 			var err error
 			if c.Strategy == StrategyUnsafe {
 				// The bug on display: an absolute value computed from a stale read.
-				err = tx.QueryRow(ctx, sqlSetBalance, c.AccountID, balance+delta).Scan(&after)
+				err = tx.QueryRow(ctx, sqlSetBalance, c.AccountID, balance+delta, c.FenceToken).Scan(&after)
 			} else {
-				err = tx.QueryRow(ctx, sqlAddToBalance, c.AccountID, delta).Scan(&after)
+				err = tx.QueryRow(ctx, sqlAddToBalance, c.AccountID, delta, c.FenceToken).Scan(&after)
 			}
 			if err != nil {
 				return err
 			}
-			rows, _ := tx.Query(ctx, sqlInsertEntry, c.AccountID, kind, c.Amount, after, string(c.Strategy),
-				nil, nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, hash)))
-			entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
-			if err != nil {
-				return err
-			}
-			res.Entry = entry
-			return remember(ctx, tx, c, hash, &entry.ID, nil)
+			res.Entry, err = record(ctx, tx, kind, c, hash, after, c.FenceToken)
+			return err
 		})
 		// A unique violation means a concurrent request with our idempotency
 		// key committed first (possible without the row lock); the next
@@ -186,6 +225,34 @@ func (s *Service) apply(ctx context.Context, kind string, c Change) (Result, err
 		return res, refusal
 	}
 	return res, nil
+}
+
+// refuse is the business rule of a change: no overdraft, no overflow.
+func refuse(kind string, balance, amount int64) *Error {
+	switch {
+	case kind == KindWithdrawal && balance < amount:
+		return errorf(CodeInsufficientFunds, "balance %d is less than the amount %d", balance, amount)
+	case kind == KindDeposit && balance > math.MaxInt64-amount:
+		return errorf(CodeBalanceOverflow, "a deposit of %d would overflow the balance", amount)
+	}
+	return nil
+}
+
+// record appends the ledger entry of a change whose balance update is done
+// (after is the new balance) and stores its outcome under its idempotency
+// key, in the change's transaction.
+func record(ctx context.Context, tx pgx.Tx, kind string, c Change, hash string, after, token int64) (Entry, error) {
+	var fence *int64
+	if token != 0 {
+		fence = &token
+	}
+	rows, _ := tx.Query(ctx, sqlInsertEntry, c.AccountID, kind, c.Amount, after, string(c.Strategy),
+		fence, nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, hash)))
+	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
+	if err != nil {
+		return Entry{}, err
+	}
+	return entry, remember(ctx, tx, c, hash, &entry.ID, nil)
 }
 
 type storedOutcome struct {
@@ -237,9 +304,10 @@ func remember(ctx context.Context, tx pgx.Tx, c Change, hash string, entryID *in
 }
 
 // requestHash identifies what a request asked for, so a key reused for a
-// different request is caught. Strategy and hold are part of the request.
+// different request is caught. Strategy, hold and fencing token are part of
+// the request.
 func requestHash(kind string, c Change) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "v1|%s|%d|%s|%d", kind, c.Amount, c.Strategy, c.Hold.Milliseconds()))
+	sum := sha256.Sum256(fmt.Appendf(nil, "v1|%s|%d|%s|%d|%d", kind, c.Amount, c.Strategy, c.Hold.Milliseconds(), c.FenceToken))
 	return hex.EncodeToString(sum[:])
 }
 

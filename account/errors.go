@@ -3,6 +3,8 @@ package account
 import (
 	"errors"
 	"fmt"
+
+	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // Codes name every way an account operation can be refused. They are stable:
@@ -17,6 +19,10 @@ const (
 	CodeIdempotencyKeyReused  = "idempotency_key_reused"
 	CodeInvalidIdempotencyKey = "invalid_idempotency_key"
 	CodeBalanceOverflow       = "balance_overflow"
+	CodeStaleFencingToken     = "stale_fencing_token"
+	CodeLeaseExpired          = "lease_expired"
+	CodeFencingTokenMismatch  = "fencing_token_mismatch"
+	CodeLockTimeout           = "lock_timeout"
 )
 
 // Error is a refusal that the caller can act on; Code is one of the Code
@@ -40,4 +46,17 @@ func ErrorCode(err error) string {
 		return e.Code
 	}
 	return ""
+}
+
+// fenceRefusal turns a lockmgr fence error into a refusal; other errors pass.
+func fenceRefusal(err error, token int64) error {
+	switch {
+	case errors.Is(err, lockmgr.ErrStaleToken):
+		return errorf(CodeStaleFencingToken, "fencing token %d is stale: a newer lease on this account has been granted", token)
+	case errors.Is(err, lockmgr.ErrLeaseExpired):
+		return errorf(CodeLeaseExpired, "the lease of fencing token %d is no longer live (it ran out or was released)", token)
+	case errors.Is(err, lockmgr.ErrTokenMismatch):
+		return errorf(CodeFencingTokenMismatch, "fencing token %d was never issued for this account", token)
+	}
+	return err
 }

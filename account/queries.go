@@ -36,9 +36,10 @@ const sqlLockAccount = `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`
 // before its write lands.
 const sqlReadBalance = `SELECT balance FROM accounts WHERE id = $1`
 
-// Relative update under the row lock held since sqlLockAccount.
+// Relative update under the row lock held since sqlLockAccount. $3 is the
+// writer's fencing token (0 without one): fence_token keeps the highest that wrote.
 const sqlAddToBalance = `
-UPDATE accounts SET balance = balance + $2, updated_at = now()
+UPDATE accounts SET balance = balance + $2, fence_token = greatest(fence_token, $3), updated_at = now()
 WHERE id = $1
 RETURNING balance`
 
@@ -46,8 +47,19 @@ RETURNING balance`
 // stale read: the lost update the seed warns about. Takes the row lock only
 // for the instant of the write.
 const sqlSetBalance = `
-UPDATE accounts SET balance = $2, updated_at = now()
+UPDATE accounts SET balance = $2, fence_token = greatest(fence_token, $3), updated_at = now()
 WHERE id = $1
+RETURNING balance`
+
+// The lease strategy's write: the absolute balance it computed, only if the
+// balance is still the one it read. The lease keeps other lease holders out
+// and the fence (checked just before, in this transaction) keeps out stale
+// ones; this condition keeps out writers that take no lease at all — row
+// withdrawals and deposits. Equal balances mean the computed one is right,
+// whatever happened in between.
+const sqlSetBalanceIfUnchanged = `
+UPDATE accounts SET balance = $2, fence_token = greatest(fence_token, $4), updated_at = now()
+WHERE id = $1 AND balance = $3
 RETURNING balance`
 
 // Appends to the ledger; UNIQUE (account_id, idempotency_key) backs the

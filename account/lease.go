@@ -1,0 +1,115 @@
+package account
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lockbank/lockbank/lockmgr"
+)
+
+// errBalanceChanged: a writer without a lease changed the balance between
+// the lease strategy's read and its write.
+var errBalanceChanged = errors.New("balance changed since it was read")
+
+// withdrawLeased is the lease and lease-nofence strategies: take the
+// account's lease, read the balance with no database lock, (hold), and write
+// the new absolute balance. With the fence, the write lands only if the
+// lease's token is still the newest live grant and the balance is still the
+// one read; on a changed balance alone it reads again while the lease lasts.
+func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) {
+	// Refuse a missing account before taking a lease named after it.
+	var exists bool
+	if err := s.pool.QueryRow(ctx, sqlAccountExists, c.AccountID).Scan(&exists); err != nil {
+		return Result{}, wrap(KindWithdrawal, err)
+	}
+	if !exists {
+		return Result{}, notFound(c.AccountID)
+	}
+
+	resource := LeaseResource(c.AccountID)
+	waitCtx, cancel := context.WithTimeout(ctx, s.leaseWait)
+	lease, err := s.locks.Acquire(waitCtx, resource, s.node, s.leaseTTL)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return Result{}, errorf(CodeLockTimeout, "account %d stayed locked for %s; retry shortly", c.AccountID, s.leaseWait)
+		}
+		return Result{}, fmt.Errorf("withdrawal: lease: %w", err)
+	}
+	defer func() {
+		// Release even when the client went away. After a pause the lease may
+		// belong to someone else: then Release refuses to touch it, rightly.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.locks.Release(rctx, resource, lease.ID)
+	}()
+
+	fenced := c.Strategy == StrategyLease
+	hash := requestHash(KindWithdrawal, c)
+	hold := c.Hold
+	for attempt := 0; ; attempt++ {
+		var balance int64
+		if err := s.pool.QueryRow(ctx, sqlReadBalance, c.AccountID).Scan(&balance); err != nil {
+			return Result{}, wrap(KindWithdrawal, err)
+		}
+		if err := sleep(ctx, hold); err != nil {
+			return Result{}, err
+		}
+		hold = 0 // the demo pause happens once, between the first read and its write
+
+		var (
+			res     Result
+			refusal *Error
+		)
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if c.IdempotencyKey != "" {
+				stored, found, err := replay(ctx, tx, c.AccountID, c.IdempotencyKey, hash)
+				if err != nil || found {
+					res, refusal = stored.Result, stored.refusal
+					return err
+				}
+			}
+			if fenced {
+				if err := lockmgr.CheckFence(ctx, tx, resource, lease.Token); err != nil {
+					return fenceRefusal(err, lease.Token)
+				}
+			}
+			if refusal = refuse(KindWithdrawal, balance, c.Amount); refusal != nil {
+				return remember(ctx, tx, c, hash, nil, refusal)
+			}
+			var after int64
+			var err error
+			if fenced {
+				err = tx.QueryRow(ctx, sqlSetBalanceIfUnchanged, c.AccountID, balance-c.Amount, balance, lease.Token).Scan(&after)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return errBalanceChanged
+				}
+			} else {
+				// The stale-update bug on display: no fence, no check.
+				err = tx.QueryRow(ctx, sqlSetBalance, c.AccountID, balance-c.Amount, lease.Token).Scan(&after)
+			}
+			if err != nil {
+				return err
+			}
+			res.Entry, err = record(ctx, tx, KindWithdrawal, c, hash, after, lease.Token)
+			return err
+		})
+		switch {
+		case err == nil && refusal != nil:
+			return res, refusal
+		case err == nil:
+			return res, nil
+		case errors.Is(err, errBalanceChanged), retryable(err), uniqueViolation(err):
+			if time.Now().Before(lease.Deadline()) && attempt < 100 {
+				continue
+			}
+			return Result{}, errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", c.AccountID)
+		default:
+			return Result{}, wrap(KindWithdrawal, err)
+		}
+	}
+}
