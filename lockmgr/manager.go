@@ -118,7 +118,7 @@ func (m *Manager) Renew(ctx context.Context, resource, leaseID string, ttl time.
 	if err := validateTTL(ttl); err != nil {
 		return nil, err
 	}
-	if !validLeaseID(leaseID) {
+	if !ValidLeaseID(leaseID) {
 		return nil, ErrLeaseLost
 	}
 	start := time.Now()
@@ -139,7 +139,7 @@ func (m *Manager) Renew(ctx context.Context, resource, leaseID string, ttl time.
 // releasing twice is harmless. Errors: ErrNotHolder (an older grant, or an
 // id never issued for resource — a newer holder's lease is never touched).
 func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
-	if !validLeaseID(leaseID) {
+	if !ValidLeaseID(leaseID) {
 		return ErrNotHolder
 	}
 	tag, err := m.pool.Exec(ctx, sqlRelease, resource, leaseID)
@@ -184,9 +184,9 @@ func newLeaseID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// validLeaseID reports whether s looks like a UUID, so that garbage never
+// ValidLeaseID reports whether s looks like a UUID, so that garbage never
 // reaches the database as a uuid parameter (where it would be an error).
-func validLeaseID(s string) bool {
+func ValidLeaseID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}

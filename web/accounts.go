@@ -69,7 +69,12 @@ func handleDeposit(accounts *account.Service) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		res, err := accounts.Deposit(r.Context(), account.Change{AccountID: id, Amount: req.Amount, IdempotencyKey: key})
+		token, err := fencingToken(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		res, err := accounts.Deposit(r.Context(), account.Change{AccountID: id, Amount: req.Amount, IdempotencyKey: key, FenceToken: token})
 		writeChange(w, r, res, err)
 	}
 }
@@ -99,12 +104,17 @@ func handleWithdraw(accounts *account.Service) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
+		token, err := fencingToken(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
 		strategy := account.StrategyRow
 		if req.Strategy != nil {
 			strategy = account.Strategy(*req.Strategy)
 		}
 		res, err := accounts.Withdraw(r.Context(), account.Change{
-			AccountID: id, Amount: req.Amount, Strategy: strategy, Hold: holdDuration(req.HoldMS), IdempotencyKey: key,
+			AccountID: id, Amount: req.Amount, Strategy: strategy, Hold: holdDuration(req.HoldMS), IdempotencyKey: key, FenceToken: token,
 		})
 		writeChange(w, r, res, err)
 	}
@@ -190,6 +200,21 @@ func idempotencyKey(r *http.Request) (string, error) {
 		return "", &account.Error{Code: account.CodeInvalidIdempotencyKey, Message: "Idempotency-Key must be one value of 1 to 255 printable characters"}
 	}
 	return values[0], account.ValidateIdempotencyKey(values[0])
+}
+
+// fencingToken returns the Fencing-Token header: 0 when absent, else a
+// positive integer.
+func fencingToken(r *http.Request) (int64, error) {
+	values, present := r.Header["Fencing-Token"]
+	if !present {
+		return 0, nil
+	}
+	if len(values) == 1 {
+		if n, err := strconv.ParseInt(values[0], 10, 64); err == nil && n > 0 {
+			return n, nil
+		}
+	}
+	return 0, &account.Error{Code: codeInvalidFencingToken, Message: "Fencing-Token must be one positive integer: the token of your lease"}
 }
 
 func queryInt(r *http.Request, name string, def, min, max int64) (int64, error) {

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // Codes that only the HTTP layer produces; the domain's codes live in account.
@@ -19,6 +24,12 @@ const (
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeDatabaseUnavailable  = "database_unavailable"
 	codeInternal             = "internal"
+	codeInvalidFencingToken  = "invalid_fencing_token"
+	codeInvalidLeaseID       = "invalid_lease_id"
+	codeLockHeld             = "lock_held"
+	codeLeaseLost            = "lease_lost"
+	codeNotHolder            = "not_holder"
+	codeLockNotFound         = "lock_not_found"
 )
 
 // problemTypes is the one table from error code to HTTP status and title.
@@ -36,6 +47,16 @@ var problemTypes = map[string]struct {
 	account.CodeIdempotencyKeyReused:  {http.StatusUnprocessableEntity, "Idempotency key reused"},
 	account.CodeInvalidIdempotencyKey: {http.StatusBadRequest, "Invalid idempotency key"},
 	account.CodeBalanceOverflow:       {http.StatusUnprocessableEntity, "Balance would overflow"},
+	account.CodeStaleFencingToken:     {http.StatusConflict, "Stale fencing token"},
+	account.CodeLeaseExpired:          {http.StatusConflict, "Lease expired"},
+	account.CodeFencingTokenMismatch:  {http.StatusConflict, "Fencing token not issued for this account"},
+	account.CodeLockTimeout:           {http.StatusServiceUnavailable, "Lock wait timed out"},
+	codeInvalidFencingToken:           {http.StatusBadRequest, "Invalid fencing token"},
+	codeInvalidLeaseID:                {http.StatusBadRequest, "Invalid lease id"},
+	codeLockHeld:                      {http.StatusConflict, "Lock held"},
+	codeLeaseLost:                     {http.StatusConflict, "Lease lost"},
+	codeNotHolder:                     {http.StatusConflict, "Not the holder"},
+	codeLockNotFound:                  {http.StatusNotFound, "Lock not found"},
 	codeMalformedJSON:                 {http.StatusBadRequest, "Malformed JSON"},
 	codeUnknownField:                  {http.StatusBadRequest, "Unknown field"},
 	codeUnsupportedMediaType:          {http.StatusUnsupportedMediaType, "Unsupported media type"},
@@ -53,6 +74,9 @@ type problem struct {
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
 	Code   string `json:"code"`
+	// For lock_held: who holds the lock, and until when.
+	Holder    string     `json:"holder,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 func newProblem(code, detail string) problem {
@@ -67,10 +91,23 @@ func newProblem(code, detail string) problem {
 // keep their code and message; anything else is logged with its detail and
 // shown only as "internal", so SQL and stack details never leak.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var refusal *account.Error
+	var (
+		refusal *account.Error
+		held    *lockmgr.HeldError
+	)
 	switch {
 	case errors.As(err, &refusal):
+		if refusal.Code == account.CodeLockTimeout {
+			w.Header().Set("Retry-After", "1")
+		}
 		writeProblem(w, newProblem(refusal.Code, refusal.Message))
+	case errors.As(err, &held):
+		p := newProblem(codeLockHeld, held.Error())
+		p.Holder, p.ExpiresAt = held.Holder, &held.ExpiresAt
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(held.Remaining.Seconds()))))
+		writeProblem(w, p)
+	case lockCode(err) != "":
+		writeProblem(w, newProblem(lockCode(err), strings.TrimPrefix(err.Error(), "lockmgr: ")))
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads this answer.
 		loggerFrom(r.Context()).Info("request canceled by client", "err", err)
@@ -83,6 +120,21 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		loggerFrom(r.Context()).Error("internal error", "err", err)
 		writeProblem(w, newProblem(codeInternal, "an internal error occurred; see the server log for request "+requestIDFrom(r.Context())))
 	}
+}
+
+// lockCode maps lockmgr's error vocabulary to problem codes.
+func lockCode(err error) string {
+	switch {
+	case errors.Is(err, lockmgr.ErrLeaseLost):
+		return codeLeaseLost
+	case errors.Is(err, lockmgr.ErrNotHolder):
+		return codeNotHolder
+	case errors.Is(err, lockmgr.ErrNotFound):
+		return codeLockNotFound
+	case errors.Is(err, lockmgr.ErrInvalid):
+		return account.CodeInvalidRequest
+	}
+	return ""
 }
 
 func writeProblem(w http.ResponseWriter, p problem) {

@@ -11,11 +11,13 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/lockmgr"
 )
 
-// NewServer returns the HTTP handler of bankd. ready reports whether the
-// database answers; /readyz calls it.
-func NewServer(logger *slog.Logger, accounts *account.Service, ready func(context.Context) error) http.Handler {
+// NewServer returns the HTTP handler of bankd: the account API over
+// accounts, the lock API over locks. ready reports whether the database
+// answers; /readyz calls it.
+func NewServer(logger *slog.Logger, accounts *account.Service, locks *lockmgr.Manager, ready func(context.Context) error) http.Handler {
 	r := chi.NewRouter()
 	r.Use(withRequestID(logger), logRequests, recoverPanics)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -24,6 +26,6 @@ func NewServer(logger *slog.Logger, accounts *account.Service, ready func(contex
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, newProblem(codeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path))
 	})
-	addRoutes(r, accounts, ready)
+	addRoutes(r, accounts, locks, ready)
 	return r
 }

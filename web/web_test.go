@@ -18,6 +18,7 @@ import (
 
 	"github.com/lockbank/lockbank/account"
 	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/lockmgr"
 	"github.com/lockbank/lockbank/web"
 )
 
@@ -33,7 +34,10 @@ func setup(t *testing.T, opts account.Options) bundle {
 	t.Helper()
 	pool := pgtest.New(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(web.NewServer(logger, account.NewService(pool, opts), pool.Ping))
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	opts.Locks = locks
+	srv := httptest.NewServer(web.NewServer(logger, account.NewService(pool, opts), locks, pool.Ping))
 	t.Cleanup(srv.Close)
 	return bundle{pool: pool, url: srv.URL}
 }
@@ -349,7 +353,9 @@ func TestReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(dead.Close)
-	srv := httptest.NewServer(web.NewServer(slog.New(slog.DiscardHandler), account.NewService(dead, account.Options{}), dead.Ping))
+	deadLocks := lockmgr.New(dead, lockmgr.Options{})
+	t.Cleanup(deadLocks.Close)
+	srv := httptest.NewServer(web.NewServer(slog.New(slog.DiscardHandler), account.NewService(dead, account.Options{Locks: deadLocks}), deadLocks, dead.Ping))
 	t.Cleanup(srv.Close)
 	down := bundle{url: srv.URL}
 	r := down.do(t, request{"GET", "/readyz", nil, ``})

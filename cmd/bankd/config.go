@@ -20,6 +20,8 @@ type config struct {
 	nodeName        string
 	maxConns        int
 	logFormat       string
+	leaseTTL        time.Duration
+	leaseWait       time.Duration
 	readTimeout     time.Duration
 	writeTimeout    time.Duration
 	shutdownTimeout time.Duration
@@ -64,6 +66,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, nil, err
 	}
 	fs.IntVar(&c.maxConns, "max-conns", maxConns, "database connection pool size [BANKD_MAX_CONNS]")
+	leaseTTL, err := envDuration(getenv, "BANKD_LEASE_TTL", 5*time.Second)
+	if err != nil {
+		return c, nil, err
+	}
+	fs.DurationVar(&c.leaseTTL, "lease-ttl", leaseTTL, "lifetime of the lease a lease withdrawal takes [BANKD_LEASE_TTL]")
+	leaseWait, err := envDuration(getenv, "BANKD_LEASE_WAIT", 5*time.Second)
+	if err != nil {
+		return c, nil, err
+	}
+	fs.DurationVar(&c.leaseWait, "lease-wait", leaseWait, "longest wait for that lease before 503 lock_timeout [BANKD_LEASE_WAIT]")
 	fs.StringVar(&c.logFormat, "log-format", env("BANKD_LOG_FORMAT", "text"), "log format: text or json [BANKD_LOG_FORMAT]")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "longest time to read a request")
 	// A demo withdrawal may hold for 30 s; the answer must still get out.
@@ -75,6 +87,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	switch {
 	case c.maxConns < 1:
 		return c, nil, errors.New("--max-conns must be at least 1")
+	case c.leaseTTL < 100*time.Millisecond || c.leaseTTL > 10*time.Minute:
+		return c, nil, errors.New("--lease-ttl must be from 100ms to 10m")
+	case c.leaseWait < 0 || c.leaseWait > time.Minute:
+		return c, nil, errors.New("--lease-wait must be from 0 to 1m")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return c, nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 	}
@@ -103,4 +119,16 @@ func envInt(getenv func(string) string, name string, def int) (int, error) {
 		return 0, fmt.Errorf("%s=%q: want an integer", name, v)
 	}
 	return n, nil
+}
+
+func envDuration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 5s or 800ms", name, v)
+	}
+	return d, nil
 }

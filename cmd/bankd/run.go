@@ -16,6 +16,7 @@ import (
 
 	"github.com/lockbank/lockbank/account"
 	"github.com/lockbank/lockbank/internal/pglocal"
+	"github.com/lockbank/lockbank/lockmgr"
 	"github.com/lockbank/lockbank/migrations"
 	"github.com/lockbank/lockbank/web"
 )
@@ -59,12 +60,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	accounts := account.NewService(pool, account.Options{UnsafeDemo: cfg.unsafeDemo})
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	defer locks.Close()
+	accounts := account.NewService(pool, account.Options{
+		UnsafeDemo: cfg.unsafeDemo, Locks: locks, Node: cfg.nodeName, LeaseTTL: cfg.leaseTTL, LeaseWait: cfg.leaseWait,
+	})
 	if cfg.unsafeDemo {
 		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
 	}
 	srv := &http.Server{
-		Handler:           web.NewServer(logger, accounts, pool.Ping),
+		Handler:           web.NewServer(logger, accounts, locks, pool.Ping),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       cfg.readTimeout,
 		WriteTimeout:      cfg.writeTimeout,
