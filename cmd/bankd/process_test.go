@@ -1,0 +1,213 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lockbank/lockbank/internal/pgtest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// bankdBinary builds bankd once per test run, for tests that need it as a
+// real process: one that can be frozen with SIGSTOP and killed with SIGKILL.
+func bankdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "bankd-bin-*")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "bankd")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+type process struct {
+	url  string
+	cmd  *exec.Cmd
+	logs *syncBuffer
+}
+
+// startProcess runs bankd as a child process and waits until it is healthy.
+func startProcess(t *testing.T, node, databaseURL string, args ...string) *process {
+	t.Helper()
+	addr := freeAddr(t)
+	logs := &syncBuffer{}
+	cmd := exec.Command(bankdBinary(t), append([]string{"--addr", addr, "--database-url", databaseURL, "--node-name", node, "--unsafe-demo"}, args...)...)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{url: "http://" + addr, cmd: cmd, logs: logs}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", node, logs)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get(p.url + "/healthz"); err == nil {
+			resp.Body.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not healthy:\n%s", node, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *process) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+type outcome struct {
+	status int
+	body   map[string]any
+}
+
+// postAsync sends a request from another goroutine; a request whose server
+// died reports status 0.
+func postAsync(url, body string) <-chan outcome {
+	ch := make(chan outcome, 1)
+	go func() {
+		resp, err := http.Post(url, "application/json", strings.NewReader(body))
+		if err != nil {
+			ch <- outcome{}
+			return
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		ch <- outcome{resp.StatusCode, m}
+	}()
+	return ch
+}
+
+// TestPausedNodeIsFenced is the seed's paused node with a real pause: node-a
+// takes the account's lease for a withdrawal and is frozen with SIGSTOP
+// before it writes; its lease runs out; node-b takes over and withdraws;
+// node-a is resumed with SIGCONT and its write is rejected by the fence.
+// With lease-nofence, the same pause overwrites node-b's withdrawal.
+func TestPausedNodeIsFenced(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		strategy   string
+		wantStatus int
+		wantCode   string
+	}{
+		{"lease", 409, "stale_fencing_token"},
+		{"lease-nofence", 201, ""},
+	} {
+		t.Run(tt.strategy, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.URL(t)
+			nodeA := startProcess(t, "node-a", db, "--lease-ttl", "1s")
+			nodeB := startProcess(t, "node-b", db, "--lease-ttl", "5s", "--lease-wait", "10s")
+			_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+			path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
+
+			lateA := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"`+tt.strategy+`","hold_ms":400}`)
+			time.Sleep(150 * time.Millisecond) // node-a holds the lease and has read the balance
+			nodeA.signal(t, syscall.SIGSTOP)
+			frozen := time.Now()
+
+			status, entryB := post(t, nodeB.url+path+"/withdrawals", `{"amount":1000,"strategy":"`+tt.strategy+`"}`)
+			if status != 201 {
+				t.Fatalf("node-b: %d %v", status, entryB)
+			}
+			if waited := time.Since(frozen); waited > 5*time.Second {
+				t.Fatalf("node-b waited %s for a 1s lease", waited)
+			}
+			nodeA.signal(t, syscall.SIGCONT)
+			a := <-lateA
+			if a.status != tt.wantStatus || (tt.wantCode != "" && a.body["code"] != tt.wantCode) {
+				t.Fatalf("node-a after the pause: %d %v, want %d %s", a.status, a.body, tt.wantStatus, tt.wantCode)
+			}
+
+			_, got := get(t, nodeB.url+path)
+			_, ledger := get(t, nodeB.url+path+"/ledger")
+			entries := ledger["entries"].([]any)
+			balance := got["balance"].(float64)
+			if tt.wantCode != "" {
+				if balance != 4000 || len(entries) != 1 || entries[0].(map[string]any)["fence_token"] != entryB["fence_token"] {
+					t.Fatalf("balance %v, ledger %v: want only node-b's withdrawal", balance, entries)
+				}
+				return
+			}
+			// The stale overwrite: two withdrawals of 1000 in the ledger, yet
+			// the balance shows one.
+			if balance != 4000 || len(entries) != 2 {
+				t.Fatalf("balance %v with %d entries: want 4000 with 2 (the lost update)", balance, len(entries))
+			}
+		})
+	}
+}
+
+// TestCrashedHolderFreesTheLock: node-a takes the account's lease and is
+// killed with SIGKILL before it writes or releases. node-b waits about the
+// TTL, then gets the lease with a higher token and withdraws.
+func TestCrashedHolderFreesTheLock(t *testing.T) {
+	t.Parallel()
+	db := pgtest.URL(t)
+	nodeA := startProcess(t, "node-a", db, "--lease-ttl", "2s")
+	nodeB := startProcess(t, "node-b", db, "--lease-wait", "10s")
+	_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+	path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
+
+	crashed := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"lease","hold_ms":20000}`)
+	time.Sleep(200 * time.Millisecond)
+	_, lock := get(t, nodeB.url+"/v1/locks/account:"+fmt.Sprint(acct["id"]))
+	if lock["holder"] != "node-a" || lock["held"] != true {
+		t.Fatalf("lock before the crash: %v", lock)
+	}
+	nodeA.signal(t, syscall.SIGKILL)
+	killed := time.Now()
+
+	status, entry := post(t, nodeB.url+path+"/withdrawals", `{"amount":1000,"strategy":"lease"}`)
+	waited := time.Since(killed)
+	if status != 201 {
+		t.Fatalf("node-b: %d %v", status, entry)
+	}
+	if waited < time.Second || waited > 6*time.Second {
+		t.Fatalf("node-b waited %s; want about the rest of node-a's 2s TTL", waited)
+	}
+	if entry["fence_token"].(float64) <= lock["token"].(float64) {
+		t.Fatalf("token %v after the crashed holder's %v", entry["fence_token"], lock["token"])
+	}
+	_, got := get(t, nodeB.url+path)
+	if got["balance"].(float64) != 4000 {
+		t.Fatalf("balance %v, want 4000: node-a's withdrawal must not have landed", got["balance"])
+	}
+	if a := <-crashed; a.status != 0 {
+		t.Fatalf("node-a answered %d after SIGKILL", a.status)
+	}
+}
