@@ -238,7 +238,8 @@ func TestUnsafeStrategyDoubleSpends(t *testing.T) {
 	t.Parallel()
 	svc, b := setup(t, account.Options{UnsafeDemo: true})
 	a := mustCreate(t, svc, 5000)
-	codes := raceWithdrawals(t, svc, 2, account.Change{AccountID: a.ID, Amount: 5000, Strategy: account.StrategyUnsafe, Hold: 300 * time.Millisecond})
+	// A hold long enough for both to read before either writes, even on a loaded machine.
+	codes := raceWithdrawals(t, svc, 2, account.Change{AccountID: a.ID, Amount: 5000, Strategy: account.StrategyUnsafe, Hold: time.Second})
 	if codes[""] != 2 {
 		t.Fatalf("outcomes %v, want both withdrawals to succeed (the double spend)", codes)
 	}

@@ -80,16 +80,22 @@ func TestPausedLeaseHolder(t *testing.T) {
 	} {
 		t.Run(string(tt.strategy), func(t *testing.T) {
 			t.Parallel()
-			nodeA, b := setup(t, account.Options{UnsafeDemo: true, Node: "node-a", LeaseTTL: 300 * time.Millisecond})
+			nodeA, b := setup(t, account.Options{UnsafeDemo: true, Node: "node-a", LeaseTTL: 500 * time.Millisecond})
 			nodeB := account.NewService(b.pool, account.Options{UnsafeDemo: true, Locks: b.locks, Node: "node-b", LeaseTTL: 5 * time.Second, LeaseWait: 5 * time.Second})
 			a := mustCreate(t, nodeA, 5000)
 
 			late := make(chan error, 1)
 			go func() {
-				_, err := nodeA.Withdraw(b.ctx, account.Change{AccountID: a.ID, Amount: 1000, Strategy: tt.strategy, Hold: 900 * time.Millisecond})
+				_, err := nodeA.Withdraw(b.ctx, account.Change{AccountID: a.ID, Amount: 1000, Strategy: tt.strategy, Hold: 1500 * time.Millisecond})
 				late <- err
 			}()
-			time.Sleep(100 * time.Millisecond) // node-a holds the lease and is "paused"
+			// node-a holds the lease and is "paused" in its hold.
+			for {
+				if s, err := b.locks.Get(b.ctx, account.LeaseResource(a.ID)); err == nil && s.Held && s.Holder == "node-a" {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 			res, err := nodeB.Withdraw(b.ctx, account.Change{AccountID: a.ID, Amount: 1000, Strategy: tt.strategy})
 			if err != nil {
 				t.Fatalf("node-b: %v", err)

@@ -138,7 +138,7 @@ func TestMutualExclusion(t *testing.T) {
 func TestExpiryAndTakeover(t *testing.T) {
 	t.Parallel()
 	m, b := setup(t)
-	old := mustAcquire(t, m, "res:a", "node-a", 300*time.Millisecond)
+	old := mustAcquire(t, m, "res:a", "node-a", time.Second)
 
 	_, err := m.TryAcquire(b.ctx, "res:a", "node-b", time.Second)
 	var held *lockmgr.HeldError
@@ -147,7 +147,7 @@ func TestExpiryAndTakeover(t *testing.T) {
 	}
 
 	// Expiry by the database clock: after the TTL the lease is free to take.
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(time.Until(old.ExpiresAt) + 50*time.Millisecond)
 	if s, err := m.Get(b.ctx, "res:a"); err != nil || s.Held {
 		t.Fatalf("Get after TTL = %+v, %v; want not held", s, err)
 	}
@@ -276,7 +276,9 @@ func TestKeepAlive(t *testing.T) {
 	m, b := setup(t)
 
 	t.Run("HoldsThroughTenTTLs", func(t *testing.T) {
-		const ttl = 200 * time.Millisecond
+		// Not shorter: a renewal must get through within a third of the TTL
+		// even on a loaded CI machine running the race detector.
+		const ttl = 600 * time.Millisecond
 		l := mustAcquire(t, m, "res:k1", "node-a", ttl)
 		k := m.KeepAlive(b.ctx, l)
 		defer k.Stop()
@@ -400,7 +402,7 @@ func TestFence(t *testing.T) {
 func TestFenceHoldsOffTakeover(t *testing.T) {
 	t.Parallel()
 	m, b := setup(t)
-	l := mustAcquire(t, m, "res:f", "node-a", 300*time.Millisecond)
+	l := mustAcquire(t, m, "res:f", "node-a", time.Second)
 	tx, err := b.pool.Begin(b.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -409,7 +411,7 @@ func TestFenceHoldsOffTakeover(t *testing.T) {
 	if err := lockmgr.CheckFence(b.ctx, tx, "res:f", l.Token); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(400 * time.Millisecond) // the lease runs out while the writer is still in its transaction
+	time.Sleep(time.Until(l.ExpiresAt) + 100*time.Millisecond) // the lease runs out while the writer is still in its transaction
 	granted := make(chan *lockmgr.Lease, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)

@@ -321,7 +321,7 @@ func TestUnsafeDemoDoubleSpendsOverHTTP(t *testing.T) {
 	for i := range statuses {
 		wg.Go(func() {
 			<-start
-			statuses[i] = b.do(t, request{"POST", acct + "/withdrawals", nil, `{"amount":5000,"strategy":"unsafe","hold_ms":300}`}).status
+			statuses[i] = b.do(t, request{"POST", acct + "/withdrawals", nil, `{"amount":5000,"strategy":"unsafe","hold_ms":1000}`}).status
 		})
 	}
 	close(start)

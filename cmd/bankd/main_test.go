@@ -233,17 +233,13 @@ func TestGracefulShutdown(t *testing.T) {
 	_, acct := post(t, b.url+"/v1/accounts", `{"owner":"alice","balance":100}`)
 	path := fmt.Sprintf("%s/v1/accounts/%.0f/withdrawals", b.url, acct["id"])
 
-	result := make(chan int, 1)
-	go func() {
-		status, _ := post(t, path, `{"amount":60,"hold_ms":700}`)
-		result <- status
-	}()
-	time.Sleep(200 * time.Millisecond) // the request is now holding inside its transaction
+	result := postAsync(path, `{"amount":60,"hold_ms":2000}`)
+	time.Sleep(500 * time.Millisecond) // the request is now holding inside its transaction
 	if err := b.stop(); err != nil {
 		t.Fatalf("run returned %v", err)
 	}
-	if status := <-result; status != 201 {
-		t.Fatalf("in-flight withdrawal got %d, want 201", status)
+	if o := <-result; o.status != 201 {
+		t.Fatalf("in-flight withdrawal got %d %v, want 201", o.status, o.body)
 	}
 	conn, err := pgx.Connect(context.Background(), env["DATABASE_URL"])
 	if err != nil {

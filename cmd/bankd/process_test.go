@@ -89,6 +89,22 @@ func (p *process) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
+// waitForHolder polls the lock API until holder holds the account's lease.
+func waitForHolder(t *testing.T, url, accountID, holder string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, lock := get(t, url+"/v1/locks/account:"+accountID)
+		if status == 200 && lock["holder"] == holder && lock["held"] == true {
+			return lock
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never held account %s's lease: %d %v", holder, accountID, status, lock)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 type outcome struct {
 	status int
 	body   map[string]any
@@ -135,8 +151,9 @@ func TestPausedNodeIsFenced(t *testing.T) {
 			_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
 			path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
-			lateA := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"`+tt.strategy+`","hold_ms":400}`)
-			time.Sleep(150 * time.Millisecond) // node-a holds the lease and has read the balance
+			lateA := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"`+tt.strategy+`","hold_ms":800}`)
+			waitForHolder(t, nodeB.url, fmt.Sprint(acct["id"]), "node-a")
+			time.Sleep(200 * time.Millisecond) // node-a has read the balance and is holding before its write
 			nodeA.signal(t, syscall.SIGSTOP)
 			frozen := time.Now()
 
@@ -184,11 +201,7 @@ func TestCrashedHolderFreesTheLock(t *testing.T) {
 	path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
 	crashed := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"lease","hold_ms":20000}`)
-	time.Sleep(200 * time.Millisecond)
-	_, lock := get(t, nodeB.url+"/v1/locks/account:"+fmt.Sprint(acct["id"]))
-	if lock["holder"] != "node-a" || lock["held"] != true {
-		t.Fatalf("lock before the crash: %v", lock)
-	}
+	lock := waitForHolder(t, nodeB.url, fmt.Sprint(acct["id"]), "node-a")
 	nodeA.signal(t, syscall.SIGKILL)
 	killed := time.Now()
 
