@@ -29,6 +29,7 @@ type config struct {
 
 const usage = `Usage: bankd [flags]
        bankd migrate up|down|status [flags]
+       bankd healthcheck [--addr host:port]   exit 0 when the bankd on --addr is ready
 
 bankd serves lockbank's account API. Without --database-url (DATABASE_URL) it
 starts a private PostgreSQL from the installed server binaries in --data-dir.

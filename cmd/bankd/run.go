@@ -47,8 +47,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return runMigrate(ctx, cfg, rest[1], logger, stdout)
 	}
+	if len(rest) == 1 && rest[0] == "healthcheck" {
+		return healthcheck(ctx, cfg.addr)
+	}
 	if len(rest) > 0 {
-		return fmt.Errorf("unknown command %q (want: migrate, or no command to serve)", rest[0])
+		return fmt.Errorf("unknown command %q (want: migrate, healthcheck, or no command to serve)", rest[0])
 	}
 
 	pool, closeDB, err := openDatabase(ctx, cfg, logger)
@@ -230,4 +233,31 @@ func runMigrate(ctx context.Context, cfg config, verb string, logger *slog.Logge
 		return nil
 	}
 	return fmt.Errorf("unknown migrate verb %q: want up, down or status", verb)
+}
+
+// healthcheck asks the bankd listening on addr whether it is ready: the
+// container HEALTHCHECK, for images that have no curl (FROM scratch).
+func healthcheck(ctx context.Context, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: --addr %q: %w", addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /readyz answered %s", resp.Status)
+	}
+	return nil
 }
