@@ -54,27 +54,13 @@ type depositRequest struct {
 
 func handleDeposit(accounts *account.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, err := accountID(r)
+		c, req, err := decodeChange[depositRequest](w, r)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		req, err := decode[depositRequest](w, r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		key, err := idempotencyKey(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		token, err := fencingToken(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		res, err := accounts.Deposit(r.Context(), account.Change{AccountID: id, Amount: req.Amount, IdempotencyKey: key, FenceToken: token})
+		c.Amount = req.Amount
+		res, err := accounts.Deposit(r.Context(), c)
 		writeChange(w, r, res, err)
 	}
 }
@@ -89,35 +75,39 @@ type withdrawRequest struct {
 
 func handleWithdraw(accounts *account.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, err := accountID(r)
+		c, req, err := decodeChange[withdrawRequest](w, r)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		req, err := decode[withdrawRequest](w, r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		key, err := idempotencyKey(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		token, err := fencingToken(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		strategy := account.StrategyRow
+		c.Amount, c.Strategy, c.Hold = req.Amount, account.StrategyRow, holdDuration(req.HoldMS)
 		if req.Strategy != nil {
-			strategy = account.Strategy(*req.Strategy)
+			c.Strategy = account.Strategy(*req.Strategy)
 		}
-		res, err := accounts.Withdraw(r.Context(), account.Change{
-			AccountID: id, Amount: req.Amount, Strategy: strategy, Hold: holdDuration(req.HoldMS), IdempotencyKey: key, FenceToken: token,
-		})
+		res, err := accounts.Withdraw(r.Context(), c)
 		writeChange(w, r, res, err)
 	}
+}
+
+// decodeChange reads what deposits and withdrawals share — the account id,
+// the Idempotency-Key and Fencing-Token headers — and decodes the body as T.
+func decodeChange[T any](w http.ResponseWriter, r *http.Request) (account.Change, T, error) {
+	var (
+		c   account.Change
+		req T
+		err error
+	)
+	if c.AccountID, err = accountID(r); err != nil {
+		return c, req, err
+	}
+	if req, err = decode[T](w, r); err != nil {
+		return c, req, err
+	}
+	if c.IdempotencyKey, err = idempotencyKey(r); err != nil {
+		return c, req, err
+	}
+	c.FenceToken, err = fencingToken(r)
+	return c, req, err
 }
 
 // writeChange answers a deposit or withdrawal: 201 with the ledger entry, or
