@@ -6,9 +6,11 @@ import (
 	"time"
 )
 
-func handleHealthz() http.HandlerFunc {
+// handleHealthz answers while the process is up, and names the node (the
+// holder name of the leases it takes).
+func handleHealthz(node string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		encode(w, http.StatusOK, map[string]string{"status": "ok"})
+		encode(w, http.StatusOK, map[string]string{"status": "ok", "node": node})
 	}
 }
 

@@ -10,8 +10,8 @@ import (
 )
 
 // addRoutes is the whole API surface of bankd.
-func addRoutes(r chi.Router, accounts *account.Service, locks *lockmgr.Manager, ready func(context.Context) error) {
-	r.Get("/healthz", handleHealthz())
+func addRoutes(r chi.Router, node string, accounts *account.Service, locks *lockmgr.Manager, ready func(context.Context) error) {
+	r.Get("/healthz", handleHealthz(node))
 	r.Get("/readyz", handleReadyz(ready))
 
 	r.Post("/v1/accounts", handleCreateAccount(accounts))

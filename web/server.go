@@ -14,10 +14,10 @@ import (
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
-// NewServer returns the HTTP handler of bankd: the account API over
+// NewServer returns the HTTP handler of bankd node: the account API over
 // accounts, the lock API over locks. ready reports whether the database
 // answers; /readyz calls it.
-func NewServer(logger *slog.Logger, accounts *account.Service, locks *lockmgr.Manager, ready func(context.Context) error) http.Handler {
+func NewServer(logger *slog.Logger, node string, accounts *account.Service, locks *lockmgr.Manager, ready func(context.Context) error) http.Handler {
 	r := chi.NewRouter()
 	r.Use(withRequestID(logger), logRequests, recoverPanics)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -26,6 +26,6 @@ func NewServer(logger *slog.Logger, accounts *account.Service, locks *lockmgr.Ma
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, newProblem(codeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path))
 	})
-	addRoutes(r, accounts, locks, ready)
+	addRoutes(r, node, accounts, locks, ready)
 	return r
 }

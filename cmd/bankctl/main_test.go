@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockbank/lockbank/internal/pglocal"
+)
+
+// bankctl runs bankctl as main does, with --json, on its own cluster, and
+// returns the result object and the error run returned.
+func bankctl(t *testing.T, args ...string) (map[string]any, []any, error) {
+	t.Helper()
+	if _, err := pglocal.FindBinDir(); err != nil {
+		t.Skip("bankctl's own cluster needs the PostgreSQL server binaries:", err)
+	}
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := run(ctx, append(args, "--json"), func(string) string { return "" }, &out, &errOut)
+	var obj map[string]any
+	var list []any
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var m map[string]any
+		if jerr := json.Unmarshal([]byte(line), &m); jerr != nil {
+			t.Fatalf("output line is not JSON: %q (%v)\nstderr: %s", line, jerr, errOut.String())
+		}
+		switch r := m["result"].(type) {
+		case map[string]any:
+			obj = r
+		case []any:
+			list = r
+		}
+	}
+	if obj == nil && list == nil {
+		t.Fatalf("no result in the output:\n%s\nstderr: %s\nerr: %v", out.String(), errOut.String(), err)
+	}
+	return obj, list, err
+}
+
+func TestRace(t *testing.T) {
+	t.Parallel()
+	// A hold of a second: both unsafe withdrawals read before either writes,
+	// however loaded the machine.
+	_, rows, err := bankctl(t, "race", "--hold", "1s", "--clients", "3")
+	if err != nil {
+		t.Fatalf("race: %v (want exit 0: row and lease are safe)", err)
+	}
+	verdicts := map[string]string{}
+	for _, r := range rows {
+		row := r.(map[string]any)
+		verdicts[row["strategy"].(string)] = row["verdict"].(string)
+	}
+	want := map[string]string{"unsafe": verdictDoubleSpend, "row": verdictSafe, "lease": verdictSafe}
+	for s, v := range want {
+		if verdicts[s] != v {
+			t.Errorf("%s: verdict %q, want %q (all: %v)", s, verdicts[s], v, verdicts)
+		}
+	}
+}
+
+func TestPause(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		verdict string
+		late    string
+	}{
+		{"Fenced", []string{"pause"}, verdictFenced, "stale_fencing_token"},
+		{"NoFence", []string{"pause", "--strategy", "lease-nofence"}, verdictStaleOverwrite, "201"},
+		{"Client", []string{"pause", "--client"}, verdictFenced, "stale_fencing_token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res, _, err := bankctl(t, tt.args...)
+			if err != nil {
+				t.Fatalf("%v: %v", tt.args, err)
+			}
+			if res["verdict"] != tt.verdict || res["late_write"] != tt.late || res["token_b"].(float64) <= res["token_a"].(float64) {
+				t.Fatalf("%v: %v; want %s with node-a's late write %s", tt.args, res, tt.verdict, tt.late)
+			}
+		})
+	}
+}
+
+func TestCrash(t *testing.T) {
+	t.Parallel()
+	res, _, err := bankctl(t, "crash")
+	if err != nil {
+		t.Fatalf("crash: %v", err)
+	}
+	waited, remaining := res["node_b_waited_ms"].(float64), res["lease_remaining_at_kill_ms"].(float64)
+	if res["verdict"] != "FREED AFTER TTL" || waited < remaining*0.7 || waited > remaining+5000 {
+		t.Fatalf("crash: %v; want node-b to wait about the %vms left on node-a's lease", res, remaining)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"dance"},
+		{"race", "--clients", "0"},
+		{"race", "--clients", "1001"},
+		{"pause", "--strategy", "row"},
+		{"pause", "--client", "--strategy", "lease-nofence"},
+		{"crash", "extra"},
+		{"race", "--docker", "x"},
+	} {
+		err := run(context.Background(), args, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{})
+		var exit *exitError
+		if !errors.As(err, &exit) || exit.code != exitUsage {
+			t.Errorf("bankctl %v: %v, want exit code %d", args, err, exitUsage)
+		}
+	}
+}
