@@ -103,7 +103,7 @@ func runCrash(ctx context.Context, c *cluster, tl *timeline, f crashFlags) error
 	if !ok {
 		t = bad
 	}
-	tl.printf("\nnode-b waited %s for a lease that had %s left when node-a died; token %d → %d; balance %d, %d ledger entry: %s\n",
+	tl.printf("\nnode-b waited %s; node-a's lease had %s to run when it took it; token %d → %d; balance %d, %d ledger entry: %s\n",
 		waited.Round(10*time.Millisecond), (time.Duration(res.RemainingMS) * time.Millisecond).Round(10*time.Millisecond),
 		res.TokenA, res.TokenB, st.Balance, len(st.Entries), tl.paint(res.Verdict, t))
 	tl.result(res)
