@@ -181,8 +181,11 @@ func scanEntry(row pgx.CollectableRow) (Entry, error) {
 // wrap passes refusals (*Error) through untouched and labels anything else.
 func wrap(op string, err error) error {
 	var e *Error
-	if errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
 		return e
+	case lockNotAvailable(err):
+		return errorf(CodeLockTimeout, "the account stayed locked longer than this node waits (lock_timeout); retry shortly")
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
@@ -197,6 +200,13 @@ func retryable(err error) bool {
 	return false
 }
 
+// lockNotAvailable reports whether PostgreSQL gave up waiting for a lock
+// (lock_timeout): the row is held by someone who may be paused.
+func lockNotAvailable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
 // uniqueViolation reports whether err is a unique-constraint violation: for
 // us, a concurrent request with the same idempotency key won the race.
 func uniqueViolation(err error) bool {
@@ -205,9 +215,12 @@ func uniqueViolation(err error) bool {
 }
 
 // IsUnavailable reports whether err means the database could not be reached
-// (connecting failed), as opposed to a statement failing: a reason to answer
-// "retry later" rather than "internal error".
+// (connecting failed) or ended our session before commit — such as
+// idle_in_transaction_session_timeout ending a paused node's transaction —
+// as opposed to a statement failing: a reason to answer "retry later"
+// rather than "internal error". Either way nothing was committed.
 func IsUnavailable(err error) bool {
 	var connErr *pgconn.ConnectError
-	return errors.As(err, &connErr)
+	var pgErr *pgconn.PgError
+	return errors.As(err, &connErr) || (errors.As(err, &pgErr) && pgErr.Code == "25P03")
 }

@@ -465,3 +465,34 @@ func TestInvalidArguments(t *testing.T) {
 		t.Fatalf("Get(unknown) = %v, want ErrNotFound", err)
 	}
 }
+
+// TestTakeoverBlockedByFenceIsHeld: with lock_timeout set (as bankd sets
+// it), a takeover that gives up waiting for a fenced writer's lock on the
+// lease row reports the lock as held, not an internal error.
+func TestTakeoverBlockedByFenceIsHeld(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	l := mustAcquire(t, m, "res:fl", "node-a", 200*time.Millisecond)
+	tx, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(b.ctx)
+	if err := lockmgr.CheckFence(b.ctx, tx, "res:fl", l.Token); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(l.ExpiresAt) + 50*time.Millisecond)
+
+	cfg := b.pool.Config().Copy()
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "200"
+	impatient, err := pgxpool.NewWithConfig(b.ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer impatient.Close()
+	m2 := lockmgr.New(impatient, lockmgr.Options{})
+	defer m2.Close()
+	if _, err := m2.TryAcquire(b.ctx, "res:fl", "node-b", time.Second); !errors.Is(err, lockmgr.ErrHeld) {
+		t.Fatalf("TryAcquire behind a fenced writer = %v, want ErrHeld", err)
+	}
+}

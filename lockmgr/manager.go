@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -60,6 +61,11 @@ func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl t
 			if err == nil {
 				l.deadline = start.Add(ttl - m.margin(ttl))
 				return &l, nil
+			}
+			if lockNotAvailable(err) {
+				// A fenced writer holds the lease row (CheckFence) longer than
+				// the session's lock_timeout: the lease is in use; say who has it.
+				break
 			}
 			if !errors.Is(err, pgx.ErrNoRows) {
 				return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
@@ -202,4 +208,11 @@ func ValidLeaseID(s string) bool {
 		}
 	}
 	return true
+}
+
+// lockNotAvailable reports whether PostgreSQL gave up waiting for a row lock
+// (lock_timeout).
+func lockNotAvailable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }

@@ -22,6 +22,8 @@ type config struct {
 	logFormat       string
 	leaseTTL        time.Duration
 	leaseWait       time.Duration
+	rowLockTTL      time.Duration
+	lockTimeout     time.Duration
 	readTimeout     time.Duration
 	writeTimeout    time.Duration
 	shutdownTimeout time.Duration
@@ -77,6 +79,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, nil, err
 	}
 	fs.DurationVar(&c.leaseWait, "lease-wait", leaseWait, "longest wait for that lease before 503 lock_timeout [BANKD_LEASE_WAIT]")
+	rowLockTTL, err := envDuration(getenv, "BANKD_ROW_LOCK_TTL", 5*time.Second)
+	if err != nil {
+		return c, nil, err
+	}
+	// The row lock's lease: PostgreSQL ends a session that sits idle inside a
+	// transaction longer than this (a frozen or dead node), rolling it back
+	// and freeing its row locks.
+	fs.DurationVar(&c.rowLockTTL, "row-lock-ttl", rowLockTTL, "idle_in_transaction_session_timeout of bankd's sessions: how long a paused node can keep a row lock [BANKD_ROW_LOCK_TTL]")
+	lockTimeout, err := envDuration(getenv, "BANKD_LOCK_TIMEOUT", 5*time.Second)
+	if err != nil {
+		return c, nil, err
+	}
+	fs.DurationVar(&c.lockTimeout, "lock-timeout", lockTimeout, "lock_timeout of bankd's sessions: longest wait for a row lock before 503 lock_timeout [BANKD_LOCK_TIMEOUT]")
 	fs.StringVar(&c.logFormat, "log-format", env("BANKD_LOG_FORMAT", "text"), "log format: text or json [BANKD_LOG_FORMAT]")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "longest time to read a request")
 	// A demo withdrawal may hold for 30 s; the answer must still get out.
@@ -92,6 +107,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, nil, errors.New("--lease-ttl must be from 100ms to 10m")
 	case c.leaseWait < 0 || c.leaseWait > time.Minute:
 		return c, nil, errors.New("--lease-wait must be from 0 to 1m")
+	case c.rowLockTTL < 100*time.Millisecond || c.rowLockTTL > 10*time.Minute:
+		return c, nil, errors.New("--row-lock-ttl must be from 100ms to 10m")
+	case c.lockTimeout < 100*time.Millisecond || c.lockTimeout > 10*time.Minute:
+		return c, nil, errors.New("--lock-timeout must be from 100ms to 10m")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return c, nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 	}

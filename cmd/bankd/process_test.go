@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
 )
@@ -223,4 +226,107 @@ func TestCrashedHolderFreesTheLock(t *testing.T) {
 	if a := <-crashed; a.status != 0 {
 		t.Fatalf("node-a answered %d after SIGKILL", a.status)
 	}
+}
+
+// waitIdleInTransaction polls until node's session sits idle inside a
+// transaction: it holds its row lock and is between statements.
+func waitIdleInTransaction(t *testing.T, databaseURL, node string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = $1 AND state = 'idle in transaction'`, "bankd "+node).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never held a row lock", node)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPausedNodeInsideRowLock: a node frozen in the middle of a row
+// transaction keeps its row lock — the pessimistic lock's own crashed
+// holder. The bounds of invariant 10 end it: PostgreSQL ends the frozen
+// session after --row-lock-ttl, so the other node proceeds and the frozen
+// node's late write fails and changes nothing; or, if the other node's
+// --lock-timeout is shorter, it gets 503 lock_timeout instead of hanging.
+func TestPausedNodeInsideRowLock(t *testing.T) {
+	t.Parallel()
+	t.Run("RowLockTTLFreesTheRow", func(t *testing.T) {
+		t.Parallel()
+		db := pgtest.URL(t)
+		nodeA := startProcess(t, "node-a", db, "--row-lock-ttl", "1s")
+		nodeB := startProcess(t, "node-b", db, "--lock-timeout", "20s")
+		_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+		path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
+
+		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":500}`)
+		waitIdleInTransaction(t, db, "node-a")
+		nodeA.signal(t, syscall.SIGSTOP)
+		frozen := time.Now()
+
+		status, entry := post(t, nodeB.url+path+"/withdrawals", `{"amount":1000,"strategy":"row"}`)
+		waited := time.Since(frozen)
+		if status != 201 {
+			t.Fatalf("node-b: %d %v", status, entry)
+		}
+		if waited > 6*time.Second {
+			t.Fatalf("node-b waited %s behind a frozen node; the row lock's TTL is 1s", waited)
+		}
+		nodeA.signal(t, syscall.SIGCONT)
+		if a := <-late; a.status == 201 || a.status < 500 {
+			t.Fatalf("node-a's late write after its session was ended: %d %v; want a 5xx and no change", a.status, a.body)
+		} else {
+			t.Logf("node-a's late write: %d %v (node-b waited %s)", a.status, a.body["code"], waited.Round(time.Millisecond))
+		}
+		_, got := get(t, nodeB.url+path)
+		_, ledger := get(t, nodeB.url+path+"/ledger")
+		if got["balance"].(float64) != 4000 || len(ledger["entries"].([]any)) != 1 {
+			t.Fatalf("balance %v with %d entries; want only node-b's withdrawal", got["balance"], len(ledger["entries"].([]any)))
+		}
+	})
+	t.Run("LockTimeoutAnswers503", func(t *testing.T) {
+		t.Parallel()
+		db := pgtest.URL(t)
+		nodeA := startProcess(t, "node-a", db, "--row-lock-ttl", "30s")
+		nodeB := startProcess(t, "node-b", db, "--lock-timeout", "300ms")
+		_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+		path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
+
+		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":500}`)
+		waitIdleInTransaction(t, db, "node-a")
+		nodeA.signal(t, syscall.SIGSTOP)
+		start := time.Now()
+		resp, err := http.Post(nodeB.url+path+"/withdrawals", "application/json", strings.NewReader(`{"amount":1000,"strategy":"row"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || p["code"] != "lock_timeout" || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("node-b behind a frozen row lock: %d %v (Retry-After %q); want 503 lock_timeout", resp.StatusCode, p, resp.Header.Get("Retry-After"))
+		}
+		if waited := time.Since(start); waited > 3*time.Second {
+			t.Fatalf("node-b's answer took %s with a 300ms lock_timeout", waited)
+		}
+		nodeA.signal(t, syscall.SIGCONT)
+		if a := <-late; a.status != 201 {
+			t.Fatalf("node-a after a pause shorter than its row-lock TTL: %d %v; want 201", a.status, a.body)
+		}
+		_, got := get(t, nodeB.url+path)
+		if got["balance"].(float64) != 4000 {
+			t.Fatalf("balance %v, want 4000 (node-a's withdrawal only)", got["balance"])
+		}
+	})
 }

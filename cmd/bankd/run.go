@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -142,6 +143,11 @@ func openDatabase(ctx context.Context, cfg config, logger *slog.Logger) (*pgxpoo
 	}
 	pcfg.MaxConns = int32(cfg.maxConns)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "bankd " + cfg.nodeName
+	// No unbounded waits: a row lock lives at most row-lock-ttl beyond its
+	// holder's last statement, and nobody queues for one longer than
+	// lock-timeout (the caller gets 503 lock_timeout).
+	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.rowLockTTL.Milliseconds(), 10)
+	pcfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(cfg.lockTimeout.Milliseconds(), 10)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		stopLocal()
