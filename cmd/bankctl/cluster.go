@@ -124,8 +124,11 @@ func startBankd(ctx context.Context, bin, name, databaseURL string, leaseTTL tim
 		return nil, err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, "--addr", addr, "--database-url", databaseURL, "--node-name", name,
-		"--unsafe-demo", "--lease-ttl", leaseTTL.String(), "--lease-wait", (leaseTTL*3 + 2*time.Second).String())
+	wait := (leaseTTL*3 + 2*time.Second).String()
+	cmd := exec.Command(bin, "--addr", addr, "--database-url", databaseURL, "--node-name", name, "--unsafe-demo",
+		"--lease-ttl", leaseTTL.String(), "--lease-wait", wait,
+		// The row lock's lease is as long as the lease's, and a waiter waits it out.
+		"--row-lock-ttl", leaseTTL.String(), "--lock-timeout", wait)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group: a Ctrl-C meant for bankctl is bankctl's to handle.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -75,6 +75,7 @@ func TestPause(t *testing.T) {
 		{"Fenced", []string{"pause"}, verdictFenced, "stale_fencing_token"},
 		{"NoFence", []string{"pause", "--strategy", "lease-nofence"}, verdictStaleOverwrite, "201"},
 		{"Client", []string{"pause", "--client"}, verdictFenced, "stale_fencing_token"},
+		{"RowLock", []string{"pause", "--strategy", "row"}, verdictRowLockEnded, "database_unavailable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,7 +84,7 @@ func TestPause(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v: %v", tt.args, err)
 			}
-			if res["verdict"] != tt.verdict || res["late_write"] != tt.late || res["token_b"].(float64) <= res["token_a"].(float64) {
+			if res["verdict"] != tt.verdict || res["late_write"] != tt.late || (tt.name != "RowLock" && res["token_b"].(float64) <= res["token_a"].(float64)) {
 				t.Fatalf("%v: %v; want %s with node-a's late write %s", tt.args, res, tt.verdict, tt.late)
 			}
 		})
@@ -108,7 +109,7 @@ func TestUsageErrors(t *testing.T) {
 		{"dance"},
 		{"race", "--clients", "0"},
 		{"race", "--clients", "1001"},
-		{"pause", "--strategy", "row"},
+		{"pause", "--strategy", "optimistic"},
 		{"pause", "--client", "--strategy", "lease-nofence"},
 		{"crash", "extra"},
 		{"race", "--docker", "x"},

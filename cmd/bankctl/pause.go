@@ -18,7 +18,7 @@ type pauseFlags struct {
 }
 
 func (p *pauseFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&p.strategy, "strategy", "lease", "lease (fenced) or lease-nofence (the stale overwrite)")
+	fs.StringVar(&p.strategy, "strategy", "lease", "lease (fenced), lease-nofence (the stale overwrite), or row (a frozen row lock, ended by the row-lock TTL)")
 	fs.BoolVar(&p.client, "client", false, "play the story with the lock API and Fencing-Token, as the README's curl walkthrough does")
 	fs.Int64Var(&p.balance, "balance", 5000, "opening balance")
 	fs.Int64Var(&p.amount, "amount", 1000, "each node's withdrawal")
@@ -29,6 +29,7 @@ func (p *pauseFlags) register(fs *flag.FlagSet) {
 const (
 	verdictFenced         = "FENCED"          // the late write was refused; the ledger holds node-b's withdrawal only
 	verdictStaleOverwrite = "STALE OVERWRITE" // the late write landed on top of node-b's: money lost
+	verdictRowLockEnded   = "ROW LOCK ENDED"  // row: the frozen session was ended, its write failed, node-b's stands
 )
 
 type pauseResult struct {
@@ -44,8 +45,8 @@ type pauseResult struct {
 }
 
 func (f pauseFlags) validate() error {
-	if f.strategy != "lease" && f.strategy != "lease-nofence" {
-		return usageError("--strategy must be lease or lease-nofence")
+	if f.strategy != "lease" && f.strategy != "lease-nofence" && f.strategy != "row" {
+		return usageError("--strategy must be lease, lease-nofence or row")
 	}
 	if f.client && f.strategy != "lease" {
 		return usageError("--client plays the fenced story; it takes no --strategy")
@@ -82,6 +83,9 @@ func runPause(ctx context.Context, c *cluster, tl *timeline, f pauseFlags) error
 		late <- r
 	}()
 	tl.event(a.name, fmt.Sprintf("withdraws %d (%s, hold %s)", f.amount, f.strategy, f.hold), 0, "sent", plain)
+	if f.strategy == "row" {
+		return pauseRow(ctx, a, b, tl, f, &res, late)
+	}
 	lock, err := waitForHolder(ctx, b.api, resource, a.name)
 	if err != nil {
 		return trouble(err)
@@ -120,6 +124,39 @@ func runPause(ctx context.Context, c *cluster, tl *timeline, f pauseFlags) error
 		tl.event(a.name, "late write refused", res.TokenA, fmt.Sprintf("%d %s", ra.Status, ra.Code), good)
 	}
 	return pauseVerdict(ctx, b, tl, &res, f.amount)
+}
+
+// pauseRow freezes node-a inside its row transaction, holding the account's
+// row lock. node-b queues for the row until PostgreSQL ends node-a's idle
+// session (bankd's --row-lock-ttl); node-a's late write then fails.
+func pauseRow(ctx context.Context, a, b *node, tl *timeline, f pauseFlags, res *pauseResult, late <-chan reply) error {
+	time.Sleep(200 * time.Millisecond) // inside node-a's hold: row locked and read, write not yet
+	if err := a.freeze(ctx); err != nil {
+		return trouble(err)
+	}
+	tl.event(a.name, "FROZEN ("+pauseHow(a)+") holding the row lock", 0, "", bad)
+	frozen := time.Now()
+	tl.event(b.name, fmt.Sprintf("withdraws %d (row): queues for the row lock", f.amount), 0, "", plain)
+	rb, err := b.api.withdraw(ctx, res.Account, withdrawal{Amount: f.amount, Strategy: "row"}, nil)
+	if err != nil || rb.Status != http.StatusCreated {
+		_ = a.resume(ctx)
+		return trouble(fmt.Errorf("node-b's withdrawal: %v %d %v", err, rb.Status, rb.Body))
+	}
+	tl.event(b.name, fmt.Sprintf("gets the row after %s (node-a's session ended), withdraws", time.Since(frozen).Round(10*time.Millisecond)), 0,
+		fmt.Sprintf("201, balance %d", rb.int("balance")), good)
+	if err := a.resume(ctx); err != nil {
+		return trouble(err)
+	}
+	tl.event(a.name, "resumes and writes, as if nothing happened", 0, "", plain)
+	ra := <-late
+	if ra.Status == http.StatusCreated {
+		res.LateA = "201"
+		tl.event(a.name, "late write LANDS", 0, fmt.Sprintf("201, balance %d", ra.int("balance")), bad)
+	} else {
+		res.LateA = ra.Code
+		tl.event(a.name, "late write fails: its transaction is gone", 0, fmt.Sprintf("%d %s", ra.Status, ra.Code), good)
+	}
+	return pauseVerdict(ctx, b, tl, res, f.amount)
 }
 
 // pauseClient is the README's curl story: the nodes are clients of the lock
@@ -182,6 +219,8 @@ func pauseVerdict(ctx context.Context, reader *node, tl *timeline, res *pauseRes
 	fenced := res.LateA != "201" && st.consistent() && st.Withdrawn == amount
 	overwritten := res.LateA == "201" && !st.consistent()
 	switch {
+	case fenced && res.Strategy == "row":
+		res.Verdict = verdictRowLockEnded
 	case fenced:
 		res.Verdict = verdictFenced
 	case overwritten:
@@ -197,8 +236,11 @@ func pauseVerdict(ctx context.Context, reader *node, tl *timeline, res *pauseRes
 		st.Withdrawn, st.Opening, st.Balance, st.Opening+st.Deposited-st.Withdrawn, tl.paint(res.Verdict, t))
 	tl.result(res)
 	want := verdictFenced
-	if res.Strategy == "lease-nofence" {
+	switch res.Strategy {
+	case "lease-nofence":
 		want = verdictStaleOverwrite
+	case "row":
+		want = verdictRowLockEnded
 	}
 	if res.Verdict != want {
 		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%s: want %s, got %s", res.Strategy, want, res.Verdict)}

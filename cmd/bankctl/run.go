@@ -23,6 +23,7 @@ Examples:
   go run ./cmd/bankctl pause                        # node-a's late write is refused by the fence
   go run ./cmd/bankctl pause --strategy lease-nofence   # ... and without the fence, it overwrites node-b's
   go run ./cmd/bankctl pause --client               # the same story through the lock API, as in the README
+  go run ./cmd/bankctl pause --strategy row         # a node frozen inside a row lock: the row-lock TTL ends it
   go run ./cmd/bankctl crash
   bankctl pause --targets http://127.0.0.1:8081,http://127.0.0.1:8082 --docker lockbank-node-a
 

@@ -325,3 +325,37 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowClientsAreCutOff: a client that sends its headers or its body
+// slowly cannot hold a connection (and a goroutine) forever.
+func TestSlowClientsAreCutOff(t *testing.T) {
+	t.Parallel()
+	b := startBankd(t, map[string]string{"DATABASE_URL": pgtest.URL(t)}, "--read-timeout", "1s")
+	addr := strings.TrimPrefix(b.url, "http://")
+	for _, tt := range []struct {
+		name  string
+		sent  string
+		limit time.Duration
+	}{
+		{"StalledHeaders", "POST /v1/accounts HTTP/1.1\r\nHost: x\r\n", 8 * time.Second}, // read-header timeout 5s
+		{"StalledBody", "POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", 4 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte(tt.sent)); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, _ = io.ReadAll(conn) // returns when the server closes the connection
+			if took := time.Since(start); took > tt.limit {
+				t.Fatalf("the server kept a stalled connection for %s (limit %s)", took, tt.limit)
+			}
+		})
+	}
+}

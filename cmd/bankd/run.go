@@ -142,6 +142,9 @@ func openDatabase(ctx context.Context, cfg config, logger *slog.Logger) (*pgxpoo
 		return nil, nil, fmt.Errorf("database url: %w", err)
 	}
 	pcfg.MaxConns = int32(cfg.maxConns)
+	// A database that does not answer (down, partitioned) costs a request a
+	// few seconds and a 503, not a hang until the client gives up.
+	pcfg.ConnConfig.ConnectTimeout = 3 * time.Second
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "bankd " + cfg.nodeName
 	// No unbounded waits: a row lock lives at most row-lock-ttl beyond its
 	// holder's last statement, and nobody queues for one longer than
