@@ -94,6 +94,11 @@ func runRace(ctx context.Context, c *cluster, tl *timeline, f raceFlags) error {
 	}
 	printRaceTable(tl, rows)
 	tl.result(rows)
+	for _, r := range rows {
+		if !safeStrategies[r.Strategy] && r.Verdict == verdictSafe {
+			tl.note("%s showed no race this time: the requests did not overlap. A longer --hold (or more --clients) makes them collide.", r.Strategy)
+		}
+	}
 
 	for _, r := range rows {
 		if safeStrategies[r.Strategy] && r.Verdict != verdictSafe {
