@@ -21,14 +21,16 @@ type node struct {
 	url  string
 	api  *client
 
-	proc   *os.Process // an own child process, or nil
-	docker string      // its container, or ""
+	proc    *os.Process // an own child process, or nil
+	docker  string      // its container, or ""
+	respawn func() (*os.Process, error)
 }
 
 // cluster is the nodes a scenario runs against.
 type cluster struct {
 	nodes   []*node
 	own     bool
+	pgURL   string // the own cluster's database
 	cleanup []func()
 }
 
@@ -40,7 +42,7 @@ func (c *cluster) close() {
 
 func openCluster(ctx context.Context, f commonFlags, tl *timeline) (*cluster, error) {
 	if f.targets == "" {
-		return startOwnCluster(ctx, f.leaseTTL, tl)
+		return startOwnCluster(ctx, f.leaseTTL, f.nodes, tl)
 	}
 	c := &cluster{}
 	for i, u := range strings.Split(f.targets, ",") {
@@ -64,7 +66,7 @@ func openCluster(ctx context.Context, f commonFlags, tl *timeline) (*cluster, er
 
 // startOwnCluster starts a private PostgreSQL and two bankd processes, node-a
 // and node-b, in demo mode on free loopback ports.
-func startOwnCluster(ctx context.Context, leaseTTL time.Duration, tl *timeline) (*cluster, error) {
+func startOwnCluster(ctx context.Context, leaseTTL time.Duration, nodes int, tl *timeline) (*cluster, error) {
 	c := &cluster{own: true}
 	ok := false
 	defer func() {
@@ -85,7 +87,8 @@ func startOwnCluster(ctx context.Context, leaseTTL time.Duration, tl *timeline) 
 	if err != nil {
 		return nil, err
 	}
-	tl.note("starting an own cluster: PostgreSQL, node-a, node-b (demo mode, lease TTL %s)", leaseTTL)
+	names := []string{"node-a", "node-b", "node-c"}[:nodes]
+	tl.note("starting an own cluster: PostgreSQL, %s (demo mode, lease TTL %s)", strings.Join(names, ", "), leaseTTL)
 	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pgdata")})
 	if err != nil {
 		return nil, fmt.Errorf("PostgreSQL for the own cluster: %w (or pass --targets)", err)
@@ -94,8 +97,9 @@ func startOwnCluster(ctx context.Context, leaseTTL time.Duration, tl *timeline) 
 	if err := pg.CreateDatabase(ctx, "lockbank"); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"node-a", "node-b"} {
-		n, err := startBankd(ctx, bankd, name, pg.URL("lockbank"), leaseTTL, dir)
+	c.pgURL = pg.URL("lockbank")
+	for _, name := range names {
+		n, err := startBankd(ctx, bankd, name, c.pgURL, leaseTTL, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -119,25 +123,36 @@ func startBankd(ctx context.Context, bin, name, databaseURL string, leaseTTL tim
 	}
 	addr := l.Addr().String()
 	l.Close()
-	logFile, err := os.Create(filepath.Join(dir, name+".log"))
+	wait := (leaseTTL*3 + 2*time.Second).String()
+	args := []string{"--addr", addr, "--database-url", databaseURL, "--node-name", name, "--unsafe-demo",
+		"--lease-ttl", leaseTTL.String(), "--lease-wait", wait,
+		// The row lock's lease is as long as the lease's, and a waiter waits it out.
+		"--row-lock-ttl", leaseTTL.String(), "--lock-timeout", wait}
+	spawn := func() (*os.Process, error) {
+		logFile, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		defer logFile.Close()
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		// Its own process group: a Ctrl-C meant for bankctl is bankctl's to handle.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		go func() { _ = cmd.Wait() }() // reap it whenever it exits
+		return cmd.Process, nil
+	}
+	proc, err := spawn()
 	if err != nil {
 		return nil, err
 	}
-	defer logFile.Close()
-	wait := (leaseTTL*3 + 2*time.Second).String()
-	cmd := exec.Command(bin, "--addr", addr, "--database-url", databaseURL, "--node-name", name, "--unsafe-demo",
-		"--lease-ttl", leaseTTL.String(), "--lease-wait", wait,
-		// The row lock's lease is as long as the lease's, and a waiter waits it out.
-		"--row-lock-ttl", leaseTTL.String(), "--lock-timeout", wait)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group: a Ctrl-C meant for bankctl is bankctl's to handle.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() { _ = cmd.Wait() }() // reap it whenever it exits
 	url := "http://" + addr
-	return &node{name: name, url: url, api: newClient(url), proc: cmd.Process}, nil
+	n := &node{name: name, url: url, api: newClient(url), proc: proc}
+	// A killed node comes back on the same address, as a restarted service would.
+	n.respawn = spawn
+	return n, nil
 }
 
 func stopProcess(p *os.Process) {
@@ -231,10 +246,19 @@ func (n *node) kill(ctx context.Context) error {
 	return errors.New(n.name + " can be killed only in an own cluster or with --docker")
 }
 
-// restart brings a killed container back (an own cluster just stops).
+// restart brings a killed node back: its container, or its process on the
+// same address.
 func (n *node) restart(ctx context.Context) error {
-	if n.docker != "" {
+	switch {
+	case n.docker != "":
 		return dockerCmd(ctx, "start", n.docker)
+	case n.respawn != nil:
+		p, err := n.respawn()
+		if err != nil {
+			return err
+		}
+		n.proc = p
+		return n.api.waitReady(ctx, 30*time.Second)
 	}
 	return nil
 }

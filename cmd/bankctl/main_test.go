@@ -121,3 +121,29 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckUnderFaults is the short version of the bank test: the safe
+// strategies under every fault must produce a valid history, with faults
+// that really happened.
+func TestCheckUnderFaults(t *testing.T) {
+	t.Parallel()
+	res, _, err := bankctl(t, "check", "--duration", "10s", "--fault-every", "2s", "--clients", "12")
+	if err != nil {
+		t.Fatalf("check: %v: %v", err, res["violations"])
+	}
+	faults := res["faults"].(map[string]any)
+	if res["valid"] != true || res["operations"].(float64) < 200 || len(faults) < 3 {
+		t.Fatalf("check: %v; want a valid history of at least 200 operations under all three faults", res)
+	}
+}
+
+// TestCheckFindsTheRace: the same check with the unsafe strategy must find
+// violations — the checker and the workload can fail.
+func TestCheckFindsTheRace(t *testing.T) {
+	t.Parallel()
+	res, _, err := bankctl(t, "check", "--duration", "5s", "--faults", "", "--strategies", "unsafe")
+	var exit *exitError
+	if !errors.As(err, &exit) || exit.code != exitUnsafe || res["valid"] != false {
+		t.Fatalf("check with unsafe withdrawals: %v, %v; want violations and exit %d", err, res, exitUnsafe)
+	}
+}

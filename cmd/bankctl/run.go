@@ -16,6 +16,7 @@ Usage:
   bankctl race  [flags]   concurrent withdrawals of the whole balance, per strategy
   bankctl pause [flags]   a lease holder frozen past its lease, then resumed
   bankctl crash [flags]   a lease holder killed; the other node waits out the TTL
+  bankctl check [flags]   random deposits, withdrawals and reads under faults, then a history check
 
 Examples:
   go run ./cmd/bankctl race                         # own cluster: unsafe double-spends, row and lease are safe
@@ -39,6 +40,7 @@ demo did not show its point; 2 bad command line; 3 the cluster could not be star
 `
 
 type commonFlags struct {
+	nodes    int // own cluster size
 	targets  string
 	docker   string
 	leaseTTL time.Duration
@@ -63,7 +65,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cmd, args := args[0], args[1:]
 	fs := flag.NewFlagSet("bankctl "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var common commonFlags
+	common := commonFlags{nodes: 2}
 	common.register(fs)
 	var (
 		validate func() error
@@ -80,6 +82,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		p.register(fs)
 		validate = func() error { return p.validate() }
 		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runPause(ctx, c, tl, p) }
+	case "check":
+		var k checkFlags
+		k.register(fs)
+		common.nodes = 3
+		validate = func() error { return k.validate() }
+		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runCheck(ctx, c, tl, k) }
 	case "crash":
 		var k crashFlags
 		k.register(fs)
