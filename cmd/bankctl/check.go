@@ -23,6 +23,7 @@ type checkFlags struct {
 	every    time.Duration
 	timeout  time.Duration
 	history  string
+	plot     string
 	strategy string
 }
 
@@ -34,6 +35,7 @@ func (f *checkFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.every, "fault-every", 3*time.Second, "pause between faults")
 	fs.DurationVar(&f.timeout, "timeout", time.Second, "client timeout of half the clients, shorter than the pauses so that unknown outcomes really happen; the other half wait 5 times as long")
 	fs.StringVar(&f.strategy, "strategies", "row,lease", "withdrawal strategies to draw from; with unsafe or lease-nofence the check should find violations")
+	fs.StringVar(&f.plot, "plot", "", "draw throughput and p99 latency over time, fault windows shaded, as an SVG to this file")
 	fs.StringVar(&f.history, "history", "", "write the history (operations and faults) as JSON Lines to this file")
 }
 
@@ -204,6 +206,20 @@ func runCheck(ctx context.Context, c *cluster, tl *timeline, f checkFlags) error
 			return trouble(err)
 		}
 	}
+	if f.plot != "" {
+		out, err := os.Create(f.plot)
+		if err != nil {
+			return trouble(err)
+		}
+		err = writePlot(out, ops, fs, since())
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return trouble(err)
+		}
+		tl.note("plot: %s", f.plot)
+	}
 	printCheck(tl, res, f.history)
 	tl.result(res)
 	if !res.Valid {
@@ -270,7 +286,9 @@ func issue(ctx context.Context, nodes []*node, o *op, timeout time.Duration) {
 
 // inject applies one fault and heals it before returning.
 func inject(ctx context.Context, c *cluster, ft *fault, i int) error {
-	n := c.nodes[i%len(c.nodes)]
+	// Rotate through the nodes out of step with the fault kinds, so that every
+	// kind of fault hits every node in turn.
+	n := c.nodes[(i+i/3)%len(c.nodes)]
 	if !c.own {
 		n = c.nodes[0] // only node-a has a --docker name
 	}
