@@ -31,7 +31,7 @@ func (f *checkFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.clients, "clients", 16, "concurrent clients")
 	fs.DurationVar(&f.duration, "duration", 30*time.Second, "how long the workload runs")
 	fs.IntVar(&f.accounts, "accounts", 8, "accounts the clients contend on")
-	fs.StringVar(&f.faults, "faults", "pause,kill,terminate", "faults to inject, comma-separated: pause (SIGSTOP past the lease TTL), kill (SIGKILL, then restart), terminate (pg_terminate_backend of bankd's sessions); empty for none")
+	fs.StringVar(&f.faults, "faults", "pause,kill,terminate,db-restart", "faults to inject, comma-separated: pause (SIGSTOP past the lease TTL), kill (SIGKILL, then restart), terminate (pg_terminate_backend of bankd's sessions), db-restart (PostgreSQL immediate shutdown and restart); empty for none")
 	fs.DurationVar(&f.every, "fault-every", 3*time.Second, "pause between faults")
 	fs.DurationVar(&f.timeout, "timeout", time.Second, "client timeout of half the clients, shorter than the pauses so that unknown outcomes really happen; the other half wait 5 times as long")
 	fs.StringVar(&f.strategy, "strategies", "row,lease", "withdrawal strategies to draw from; with unsafe or lease-nofence the check should find violations")
@@ -59,8 +59,8 @@ func (f checkFlags) validate() error {
 		}
 	}
 	for _, fault := range splitList(f.faults) {
-		if fault != "pause" && fault != "kill" && fault != "terminate" {
-			return usageError("--faults: %q is not one of pause, kill, terminate", fault)
+		if fault != "pause" && fault != "kill" && fault != "terminate" && fault != "db-restart" {
+			return usageError("--faults: %q is not one of pause, kill, terminate, db-restart", fault)
 		}
 	}
 	return nil
@@ -288,7 +288,7 @@ func issue(ctx context.Context, nodes []*node, o *op, timeout time.Duration) {
 func inject(ctx context.Context, c *cluster, ft *fault, i int) error {
 	// Rotate through the nodes out of step with the fault kinds, so that every
 	// kind of fault hits every node in turn.
-	n := c.nodes[(i+i/3)%len(c.nodes)]
+	n := c.nodes[(i+i/len(c.nodes))%len(c.nodes)]
 	if !c.own {
 		n = c.nodes[0] // only node-a has a --docker name
 	}
@@ -307,6 +307,12 @@ func inject(ctx context.Context, c *cluster, ft *fault, i int) error {
 		}
 		time.Sleep(300 * time.Millisecond)
 		return n.restart(ctx)
+	case "db-restart":
+		ft.Node = ""
+		if c.pg == nil {
+			return fmt.Errorf("db-restart needs the own cluster's database")
+		}
+		return c.pg.CrashAndRestart(ctx)
 	case "terminate":
 		ft.Node = ""
 		if c.pgURL == "" {

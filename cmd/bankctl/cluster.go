@@ -31,6 +31,7 @@ type cluster struct {
 	nodes   []*node
 	own     bool
 	pgURL   string // the own cluster's database
+	pg      *pglocal.Server
 	cleanup []func()
 }
 
@@ -97,7 +98,7 @@ func startOwnCluster(ctx context.Context, leaseTTL time.Duration, nodes int, tl 
 	if err := pg.CreateDatabase(ctx, "lockbank"); err != nil {
 		return nil, err
 	}
-	c.pgURL = pg.URL("lockbank")
+	c.pg, c.pgURL = pg, pg.URL("lockbank")
 	for _, name := range names {
 		n, err := startBankd(ctx, bankd, name, c.pgURL, leaseTTL, dir)
 		if err != nil {

@@ -127,13 +127,13 @@ func TestUsageErrors(t *testing.T) {
 // that really happened.
 func TestCheckUnderFaults(t *testing.T) {
 	t.Parallel()
-	res, _, err := bankctl(t, "check", "--duration", "10s", "--fault-every", "2s", "--clients", "12")
+	res, _, err := bankctl(t, "check", "--duration", "12s", "--fault-every", "2s", "--clients", "12")
 	if err != nil {
 		t.Fatalf("check: %v: %v", err, res["violations"])
 	}
 	faults := res["faults"].(map[string]any)
-	if res["valid"] != true || res["operations"].(float64) < 200 || len(faults) < 3 {
-		t.Fatalf("check: %v; want a valid history of at least 200 operations under all three faults", res)
+	if res["valid"] != true || res["operations"].(float64) < 200 || len(faults) < 4 {
+		t.Fatalf("check: %v; want a valid history of at least 200 operations under all four faults", res)
 	}
 }
 

@@ -61,7 +61,7 @@ func writePlot(w io.Writer, ops []op, faults []fault, duration float64) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	colors := map[string]string{"pause": "#f4c430", "kill": "#e06666", "terminate": "#6fa8dc"}
+	colors := map[string]string{"pause": "#f4c430", "kill": "#e06666", "terminate": "#6fa8dc", "db-restart": "#8e7cc3"}
 	for _, f := range faults {
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" opacity="0.35"><title>%s %s</title></rect>`+"\n",
 			x(f.Start), top, math.Max(x(f.End)-x(f.Start), 2), plotH, colors[f.Kind], f.Kind, f.Node)
@@ -71,7 +71,7 @@ func writePlot(w io.Writer, ops []op, faults []fault, duration float64) error {
 	fmt.Fprintf(&b, `<polyline fill="none" stroke="#a2a" stroke-width="1.5" points="%s"/>`+"\n", line(p99, maxL))
 	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#2a7">ok ops/s (max %.0f)</text>`+"\n", left, top-10, maxT)
 	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#a2a" text-anchor="end">p99 latency ms (max %.0f)</text>`+"\n", width-right, top-10, maxL)
-	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">seconds (shaded: pause yellow, kill red, terminate blue)</text>`+"\n", left+plotW/2, height-10)
+	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">seconds (shaded: pause yellow, kill red, terminate blue, db-restart purple)</text>`+"\n", left+plotW/2, height-10)
 	for s := 0; s <= seconds; s += max(1, seconds/10) {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%d</text>`+"\n", x(float64(s)), top+plotH+15, s)
 	}

@@ -51,6 +51,7 @@ type Server struct {
 	port     int
 	password string
 	runAs    string // OS user for server processes; "" for the current user
+	settings []string
 	logger   *slog.Logger
 }
 
@@ -92,10 +93,21 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		logger.Info("reusing PostgreSQL already running on its data directory", "data_dir", dataDir, "port", port)
 		return s, nil
 	}
-	if err := s.start(ctx, opts.Settings); err != nil {
+	s.settings = opts.Settings
+	if err := s.start(ctx, 0); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// CrashAndRestart stops the server the way a crash would (immediate mode: no
+// checkpoint) and starts it again on the same port, so clients reconnect to
+// the same URL after crash recovery. Fault tests use it.
+func (s *Server) CrashAndRestart(ctx context.Context) error {
+	if err := s.Kill(ctx); err != nil {
+		return err
+	}
+	return s.start(ctx, s.port)
 }
 
 // FindBinDir returns the directory holding initdb and pg_ctl: the one on PATH
@@ -242,14 +254,17 @@ func (s *Server) initIfEmpty(ctx context.Context) error {
 	return s.chown(s.passwordFile())
 }
 
-func (s *Server) start(ctx context.Context, settings []string) error {
-	port, err := freePort()
-	if err != nil {
-		return err
+// start runs the server on port, or on a free port when port is 0.
+func (s *Server) start(ctx context.Context, port int) error {
+	if port == 0 {
+		var err error
+		if port, err = freePort(); err != nil {
+			return err
+		}
 	}
 	// No unix socket: its path length is limited and the data dir can be deep.
 	opts := []string{"-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=''"}
-	for _, kv := range settings {
+	for _, kv := range s.settings {
 		opts = append(opts, "-c", kv)
 	}
 	out, err := s.command(ctx, "pg_ctl", "start", "-D", s.dataDir, "-l", s.logFile(), "-w", "-t", "60",
