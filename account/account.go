@@ -215,12 +215,12 @@ func uniqueViolation(err error) bool {
 }
 
 // IsUnavailable reports whether err means the database could not be reached
-// (connecting failed) or ended our session before commit — such as
-// idle_in_transaction_session_timeout ending a paused node's transaction —
-// as opposed to a statement failing: a reason to answer "retry later"
-// rather than "internal error". Either way nothing was committed.
+// (connecting failed) or ended our session before commit — a restart,
+// pg_terminate_backend, or idle_in_transaction_session_timeout ending a
+// paused node's transaction — as opposed to a statement failing: a reason to
+// answer "retry later" rather than "internal error". Either way nothing was
+// committed. (A failure during COMMIT is ErrOutcomeUnknown instead.)
 func IsUnavailable(err error) bool {
 	var connErr *pgconn.ConnectError
-	var pgErr *pgconn.PgError
-	return errors.As(err, &connErr) || (errors.As(err, &pgErr) && pgErr.Code == "25P03")
+	return errors.As(err, &connErr) || errors.Is(err, errNotCommitted)
 }

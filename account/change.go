@@ -162,7 +162,7 @@ func (s *Service) apply(ctx context.Context, kind string, c Change) (Result, err
 	var err error
 	for attempt := range attempts {
 		res, refusal = Result{}, nil
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err = s.inTx(ctx, func(tx pgx.Tx) error {
 			var balance int64
 			readBalance := sqlLockAccount
 			if c.Strategy == StrategyUnsafe {

@@ -65,7 +65,7 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 			res     Result
 			refusal *Error
 		)
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
 			if c.IdempotencyKey != "" {
 				stored, found, err := replay(ctx, tx, c.AccountID, c.IdempotencyKey, hash)
 				if err != nil || found {

@@ -24,6 +24,7 @@ const (
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeDatabaseUnavailable  = "database_unavailable"
 	codeInternal             = "internal"
+	codeOutcomeUnknown       = "outcome_unknown"
 	codeInvalidFencingToken  = "invalid_fencing_token"
 	codeInvalidLeaseID       = "invalid_lease_id"
 	codeLockHeld             = "lock_held"
@@ -65,6 +66,7 @@ var problemTypes = map[string]struct {
 	codeMethodNotAllowed:              {http.StatusMethodNotAllowed, "Method not allowed"},
 	codeDatabaseUnavailable:           {http.StatusServiceUnavailable, "Database unavailable"},
 	codeInternal:                      {http.StatusInternalServerError, "Internal error"},
+	codeOutcomeUnknown:                {http.StatusServiceUnavailable, "Outcome unknown"},
 }
 
 // problem is an RFC 9457 problem detail with lockbank's stable code.
@@ -112,6 +114,10 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// The client went away; nobody reads this answer.
 		loggerFrom(r.Context()).Info("request canceled by client", "err", err)
 		writeProblem(w, newProblem(codeInternal, "request canceled"))
+	case errors.Is(err, account.ErrOutcomeUnknown):
+		loggerFrom(r.Context()).Warn("commit outcome unknown", "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, newProblem(codeOutcomeUnknown, "the connection to the database failed during the commit: the change may or may not have been made; retry with the same Idempotency-Key to find out (it is never applied twice)"))
 	case account.IsUnavailable(err):
 		loggerFrom(r.Context()).Warn("database unavailable", "err", err)
 		w.Header().Set("Retry-After", "1")

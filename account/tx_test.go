@@ -1,0 +1,64 @@
+package account
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lockbank/lockbank/internal/pgtest"
+)
+
+// terminateOwnSession ends the session of tx from another connection, as
+// pg_terminate_backend or a database restart would.
+func terminateOwnSession(t *testing.T, s *Service, tx pgx.Tx) {
+	t.Helper()
+	ctx := context.Background()
+	var pid int
+	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the backend's FATAL is on its way
+}
+
+func TestInTxTellsUnknownCommitsFromCertainFailures(t *testing.T) {
+	t.Parallel()
+	s := NewService(pgtest.New(t), Options{})
+	ctx := context.Background()
+
+	t.Run("SessionLostBeforeCommit", func(t *testing.T) {
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			terminateOwnSession(t, s, tx)
+			_, err := tx.Exec(ctx, `SELECT 1`)
+			return err
+		})
+		if !IsUnavailable(err) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("inTx = %v; want a certain failure (IsUnavailable), not an unknown outcome", err)
+		}
+	})
+	t.Run("SessionLostAtCommit", func(t *testing.T) {
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			terminateOwnSession(t, s, tx)
+			return nil // the next thing sent is COMMIT
+		})
+		if !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("inTx = %v; want ErrOutcomeUnknown", err)
+		}
+	})
+	t.Run("RefusedCommitIsCertain", func(t *testing.T) {
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			// A deferred check fails at COMMIT: the server answers, rolled back.
+			_, err := tx.Exec(ctx, `CREATE TEMP TABLE t (x int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP;
+				INSERT INTO t VALUES (1), (1)`)
+			return err
+		})
+		if err == nil || errors.Is(err, ErrOutcomeUnknown) || IsUnavailable(err) {
+			t.Fatalf("inTx = %v; want the server's refusal as it is", err)
+		}
+	})
+}
