@@ -236,8 +236,10 @@ func randomOp(rng *rand.Rand, client, seq int, ids []int64, nodes []*node, strat
 		o.Kind, o.Amount, o.Strategy = "deposit", 1+rng.Int64N(100), "row"
 	case r < 0.85:
 		o.Kind, o.Amount, o.Strategy = "withdrawal", 1+rng.Int64N(300), strategies[rng.IntN(len(strategies))]
-	default:
+	case r < 0.95:
 		o.Kind, o.Key = "read", ""
+	default:
+		o.Kind, o.Key = "ledger", ""
 	}
 	return o
 }
@@ -262,6 +264,12 @@ func issue(ctx context.Context, nodes []*node, o *op, timeout time.Duration) {
 	switch o.Kind {
 	case "read":
 		r, err = n.api.do(ctx, "GET", path, nil, nil)
+	case "ledger":
+		r, err = n.api.do(ctx, "GET", path+"/ledger?limit=10000", nil, nil)
+		if err == nil && r.Status == http.StatusOK {
+			entries := toFinal(o.Account, accountState{Entries: entryMaps(r.Body["entries"])}).Entries
+			o.Entries, o.Digest = len(entries), ledgerDigest(entries)
+		}
 	case "deposit":
 		r, err = n.api.do(ctx, "POST", path+"/deposits", map[string]any{"amount": o.Amount}, map[string]string{"Idempotency-Key": o.Key})
 	default:
@@ -327,6 +335,15 @@ func inject(ctx context.Context, c *cluster, ft *fault, i int) error {
 		return err
 	}
 	return fmt.Errorf("unknown fault %q", ft.Kind)
+}
+
+func entryMaps(v any) []map[string]any {
+	list, _ := v.([]any)
+	out := make([]map[string]any, 0, len(list))
+	for _, e := range list {
+		out = append(out, e.(map[string]any))
+	}
+	return out
 }
 
 func toFinal(id int64, st accountState) finalAccount {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"hash/fnv"
 	"sort"
 )
 
@@ -24,6 +25,9 @@ type op struct {
 	Code     string  `json:"code,omitempty"`
 	Balance  int64   `json:"balance,omitempty"` // a read's answer
 	Token    int64   `json:"token,omitempty"`
+	// A ledger read's answer, in short: how many entries, and a digest of them.
+	Entries int    `json:"entries,omitempty"`
+	Digest  string `json:"digest,omitempty"`
 }
 
 // Outcomes.
@@ -65,7 +69,8 @@ type violation struct {
 //     and no idempotency key has two entries;
 //   - reads: never negative, and within the bounds that the ok and ok+info
 //     writes invoked before the read allow;
-//   - fences: the tokens of fenced writes never go down in ledger order.
+//   - fences: the tokens of fenced writes never go down in ledger order;
+//   - append-only: every ledger read is a prefix of the final ledger.
 func checkHistory(ops []op, finals []finalAccount) []violation {
 	var out []violation
 	add := func(account int64, rule, format string, args ...any) {
@@ -73,7 +78,7 @@ func checkHistory(ops []op, finals []finalAccount) []violation {
 	}
 	writes := map[string]op{} // by idempotency key
 	for _, o := range ops {
-		if o.Kind != "read" {
+		if o.Kind == "deposit" || o.Kind == "withdrawal" {
 			writes[o.Key] = o
 		}
 	}
@@ -129,11 +134,12 @@ func checkHistory(ops []op, finals []finalAccount) []violation {
 		}
 	}
 	for _, o := range ops {
-		if o.Kind != "read" && o.Outcome == outcomeOK && !inLedger[o.Key] {
+		if (o.Kind == "deposit" || o.Kind == "withdrawal") && o.Outcome == outcomeOK && !inLedger[o.Key] {
 			add(o.Account, "exactly-once", "operation %d (%s %d, key %q) was acknowledged but is not in the ledger", o.Index, o.Kind, o.Amount, o.Key)
 		}
 	}
 	out = append(out, checkReads(ops, finals)...)
+	out = append(out, checkLedgerReads(ops, finals)...)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Account < out[j].Account })
 	return out
 }
@@ -156,7 +162,7 @@ func checkReads(ops []op, finals []finalAccount) []violation {
 		}
 		lo, hi := opening[r.Account], opening[r.Account]
 		for _, w := range ops {
-			if w.Kind == "read" || w.Account != r.Account || w.Outcome == outcomeFail {
+			if (w.Kind != "deposit" && w.Kind != "withdrawal") || w.Account != r.Account || w.Outcome == outcomeFail {
 				continue
 			}
 			certain := w.Outcome == outcomeOK && w.Complete < r.Invoke
@@ -176,6 +182,36 @@ func checkReads(ops []op, finals []finalAccount) []violation {
 		}
 		if r.Balance < lo || r.Balance > hi {
 			out = append(out, violation{r.Account, "reads", fmt.Sprintf("read %d saw %d; the writes around it allow only %d to %d", r.Index, r.Balance, lo, hi)})
+		}
+	}
+	return out
+}
+
+// ledgerDigest summarises a ledger prefix, so that a history can say what a
+// ledger read saw without carrying every entry.
+func ledgerDigest(entries []ledgerEntry) string {
+	h := fnv.New64a()
+	for _, e := range entries {
+		fmt.Fprintf(h, "%d|%s|%d|%d|%s|%d;", e.ID, e.Kind, e.Amount, e.Balance, e.Key, e.Token)
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// checkLedgerReads: the ledger is append-only, so what any read saw must be
+// exactly the beginning of the final ledger.
+func checkLedgerReads(ops []op, finals []finalAccount) []violation {
+	var out []violation
+	final := map[int64][]ledgerEntry{}
+	for _, a := range finals {
+		final[a.ID] = a.Entries
+	}
+	for _, r := range ops {
+		if r.Kind != "ledger" || r.Outcome != outcomeOK {
+			continue
+		}
+		entries := final[r.Account]
+		if r.Entries > len(entries) || ledgerDigest(entries[:r.Entries]) != r.Digest {
+			out = append(out, violation{r.Account, "append-only", fmt.Sprintf("ledger read %d saw %d entries that are not the beginning of the final ledger (%d entries)", r.Index, r.Entries, len(entries))})
 		}
 	}
 	return out

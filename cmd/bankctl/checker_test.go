@@ -15,11 +15,13 @@ func validHistory() ([]op, []finalAccount) {
 		{Index: 3, Kind: "deposit", Account: 1, Amount: 5, Key: "k3", Invoke: 3, Complete: 9, Outcome: outcomeInfo},
 		{Index: 4, Kind: "read", Account: 1, Invoke: 4, Complete: 5, Outcome: outcomeOK, Balance: 120},
 	}
+	ops = append(ops, op{Index: 5, Kind: "ledger", Account: 1, Invoke: 5, Complete: 6, Outcome: outcomeOK, Entries: 2})
 	finals := []finalAccount{{ID: 1, Opening: 100, Balance: 125, Entries: []ledgerEntry{
 		{ID: 1, Kind: "deposit", Amount: 50, Balance: 150, Key: "k0"},
 		{ID: 2, Kind: "withdrawal", Amount: 30, Balance: 120, Key: "k1", Token: 7},
 		{ID: 3, Kind: "deposit", Amount: 5, Balance: 125, Key: "k3"},
 	}}}
+	ops[5].Digest = ledgerDigest(finals[0].Entries[:2]) // a ledger read that saw the first two entries
 	return ops, finals
 }
 
@@ -80,6 +82,12 @@ func TestCheckerCatchesPlantedViolations(t *testing.T) {
 			ops[4].Balance = 150 // k1's withdrawal was acknowledged before this read began
 			return ops, f
 		}, "reads"},
+		{"LedgerRewritten", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
+			seen := []ledgerEntry{{ID: 1, Kind: "deposit", Amount: 50, Balance: 150, Key: "k0"}}
+			ops = append(ops, op{Index: 5, Kind: "ledger", Account: 1, Invoke: 2, Complete: 2.5, Outcome: outcomeOK, Entries: 1, Digest: ledgerDigest(seen)})
+			f[0].Entries[0].Amount = 49 // the entry a reader saw was later changed
+			return ops, f
+		}, "append-only"},
 		{"NegativeRead", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
 			ops[4].Balance = -1
 			return ops, f

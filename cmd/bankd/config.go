@@ -26,6 +26,7 @@ type config struct {
 	lockTimeout     time.Duration
 	readTimeout     time.Duration
 	writeTimeout    time.Duration
+	idleTimeout     time.Duration
 	shutdownTimeout time.Duration
 }
 
@@ -96,6 +97,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "longest time to read a request")
 	// A demo withdrawal may hold for 30 s; the answer must still get out.
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 45*time.Second, "longest time to handle a request and write the answer")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection stays open")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long in-flight requests may finish at shutdown")
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err

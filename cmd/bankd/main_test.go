@@ -329,8 +329,22 @@ func TestConfigErrors(t *testing.T) {
 // TestSlowClientsAreCutOff: a client that sends its headers or its body
 // slowly cannot hold a connection (and a goroutine) forever.
 func TestSlowClientsAreCutOff(t *testing.T) {
+	t.Run("WriteTimeout", func(t *testing.T) {
+		// A handler slower than --write-timeout (a 2 s demo hold, 1 s limit):
+		// the connection is cut instead of held open.
+		t.Parallel()
+		b := startBankd(t, map[string]string{"DATABASE_URL": pgtest.URL(t), "BANKD_UNSAFE_DEMO": "1"}, "--write-timeout", "1s")
+		_, acct := post(t, b.url+"/v1/accounts", `{"owner":"slow","balance":10}`)
+		start := time.Now()
+		resp, err := http.Post(fmt.Sprintf("%s/v1/accounts/%.0f/withdrawals", b.url, acct["id"]), "application/json", strings.NewReader(`{"amount":1,"hold_ms":2000}`))
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("got %d after %s; want the connection cut at the 1s write timeout", resp.StatusCode, time.Since(start))
+		}
+	})
 	t.Parallel()
-	b := startBankd(t, map[string]string{"DATABASE_URL": pgtest.URL(t)}, "--read-timeout", "1s")
+	b := startBankd(t, map[string]string{"DATABASE_URL": pgtest.URL(t), "BANKD_UNSAFE_DEMO": "1"},
+		"--read-timeout", "1s", "--write-timeout", "1s", "--idle-timeout", "1s")
 	addr := strings.TrimPrefix(b.url, "http://")
 	for _, tt := range []struct {
 		name  string
@@ -339,6 +353,8 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	}{
 		{"StalledHeaders", "POST /v1/accounts HTTP/1.1\r\nHost: x\r\n", 8 * time.Second}, // read-header timeout 5s
 		{"StalledBody", "POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", 4 * time.Second},
+		// One answered request, then silence: the keep-alive connection is closed after --idle-timeout.
+		{"IdleKeepAlive", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 4 * time.Second},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
