@@ -84,14 +84,19 @@ func (tl *timeline) note(format string, args ...any) {
 	fmt.Fprintf(tl.w, "%+8.3fs  %s\n", time.Since(tl.start).Seconds(), msg)
 }
 
-// showProgress draws a live "done/total" line, on a terminal only.
+// showProgress draws a live "done/total" line (just "done" when total is
+// unknown), on a terminal only.
 func (tl *timeline) showProgress(label string, done, total int) {
 	if !tl.terminal {
 		return
 	}
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	fmt.Fprintf(tl.w, "\r  %s %d/%d\033[K", label, done, total)
+	if total > 0 {
+		fmt.Fprintf(tl.w, "\r  %s %d/%d\033[K", label, done, total)
+	} else {
+		fmt.Fprintf(tl.w, "\r  %s %d\033[K", label, done)
+	}
 	tl.progress = true
 }
 
