@@ -92,6 +92,20 @@ func (p *process) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
+// twoNodesOneAccount starts node-a and node-b as processes on a fresh
+// database, with their extra flags, and opens an account of 5000 on node-a.
+func twoNodesOneAccount(t *testing.T, argsA, argsB []string) (db string, nodeA, nodeB *process, acct map[string]any) {
+	t.Helper()
+	db = pgtest.URL(t)
+	nodeA = startProcess(t, "node-a", db, argsA...)
+	nodeB = startProcess(t, "node-b", db, argsB...)
+	status, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+	if status != 201 {
+		t.Fatalf("create account: %d %v", status, acct)
+	}
+	return db, nodeA, nodeB, acct
+}
+
 // waitForHolder polls the lock API until holder holds the account's lease.
 func waitForHolder(t *testing.T, url, accountID, holder string) map[string]any {
 	t.Helper()
@@ -148,10 +162,7 @@ func TestPausedNodeIsFenced(t *testing.T) {
 	} {
 		t.Run(tt.strategy, func(t *testing.T) {
 			t.Parallel()
-			db := pgtest.URL(t)
-			nodeA := startProcess(t, "node-a", db, "--lease-ttl", "1s")
-			nodeB := startProcess(t, "node-b", db, "--lease-ttl", "5s", "--lease-wait", "10s")
-			_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+			_, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--lease-ttl", "1s"}, []string{"--lease-ttl", "5s", "--lease-wait", "10s"})
 			path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
 			lateA := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"`+tt.strategy+`","hold_ms":800}`)
@@ -197,10 +208,7 @@ func TestPausedNodeIsFenced(t *testing.T) {
 // TTL, then gets the lease with a higher token and withdraws.
 func TestCrashedHolderFreesTheLock(t *testing.T) {
 	t.Parallel()
-	db := pgtest.URL(t)
-	nodeA := startProcess(t, "node-a", db, "--lease-ttl", "2s")
-	nodeB := startProcess(t, "node-b", db, "--lease-wait", "10s")
-	_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+	_, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--lease-ttl", "2s"}, []string{"--lease-wait", "10s"})
 	path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
 	crashed := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"lease","hold_ms":20000}`)
@@ -264,10 +272,7 @@ func TestPausedNodeInsideRowLock(t *testing.T) {
 	t.Parallel()
 	t.Run("RowLockTTLFreesTheRow", func(t *testing.T) {
 		t.Parallel()
-		db := pgtest.URL(t)
-		nodeA := startProcess(t, "node-a", db, "--row-lock-ttl", "1s")
-		nodeB := startProcess(t, "node-b", db, "--lock-timeout", "20s")
-		_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+		db, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--row-lock-ttl", "1s"}, []string{"--lock-timeout", "20s"})
 		path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
 		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":500}`)
@@ -297,10 +302,7 @@ func TestPausedNodeInsideRowLock(t *testing.T) {
 	})
 	t.Run("LockTimeoutAnswers503", func(t *testing.T) {
 		t.Parallel()
-		db := pgtest.URL(t)
-		nodeA := startProcess(t, "node-a", db, "--row-lock-ttl", "30s")
-		nodeB := startProcess(t, "node-b", db, "--lock-timeout", "300ms")
-		_, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
+		db, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--row-lock-ttl", "30s"}, []string{"--lock-timeout", "300ms"})
 		path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
 		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":500}`)
