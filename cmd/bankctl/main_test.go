@@ -75,7 +75,9 @@ func TestPause(t *testing.T) {
 		{"Fenced", []string{"pause"}, verdictFenced, "stale_fencing_token"},
 		{"NoFence", []string{"pause", "--strategy", "lease-nofence"}, verdictStaleOverwrite, "201"},
 		{"Client", []string{"pause", "--client"}, verdictFenced, "stale_fencing_token"},
-		{"RowLock", []string{"pause", "--strategy", "row"}, verdictRowLockEnded, "database_unavailable"},
+		// A hold past the row-lock TTL (2s): PostgreSQL ends node-a's session
+		// even if a loaded machine delivers the freeze late.
+		{"RowLock", []string{"pause", "--strategy", "row", "--hold", "5s"}, verdictRowLockEnded, "database_unavailable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

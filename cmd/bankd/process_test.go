@@ -275,7 +275,10 @@ func TestPausedNodeInsideRowLock(t *testing.T) {
 		db, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--row-lock-ttl", "1s"}, []string{"--lock-timeout", "20s"})
 		path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
-		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":500}`)
+		// The hold outlasts the row-lock TTL, so node-a cannot commit before
+		// the freeze lands however late a loaded machine delivers SIGSTOP:
+		// a 500ms hold once let node-a commit first under go test -race.
+		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":3000}`)
 		waitIdleInTransaction(t, db, "node-a")
 		nodeA.signal(t, syscall.SIGSTOP)
 		frozen := time.Now()
@@ -305,7 +308,9 @@ func TestPausedNodeInsideRowLock(t *testing.T) {
 		db, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--row-lock-ttl", "30s"}, []string{"--lock-timeout", "300ms"})
 		path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
-		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":500}`)
+		// A hold much longer than node-b's lock_timeout: node-a keeps the row
+		// locked for node-b's whole wait even if SIGSTOP lands late.
+		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":5000}`)
 		waitIdleInTransaction(t, db, "node-a")
 		nodeA.signal(t, syscall.SIGSTOP)
 		start := time.Now()
