@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +117,10 @@ func TestUsageErrors(t *testing.T) {
 		{"pause", "--client", "--strategy", "lease-nofence"},
 		{"crash", "extra"},
 		{"race", "--docker", "x"},
+		{"bench", "--clients", "0"},
+		{"bench", "--scenarios", "cold"},
+		{"bench", "--strategies", "unsafe"},
+		{"bench", "--duration", "10ms"},
 	} {
 		err := run(context.Background(), args, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{})
 		var exit *exitError
@@ -147,5 +153,38 @@ func TestCheckFindsTheRace(t *testing.T) {
 	var exit *exitError
 	if !errors.As(err, &exit) || exit.code != exitUnsafe || res["valid"] != false {
 		t.Fatalf("check with unsafe withdrawals: %v, %v; want violations and exit %d", err, res, exitUnsafe)
+	}
+}
+
+// TestBench runs a tiny bench: every scenario, level and target is measured
+// in the same run, bankd's figures come with their ratio to raw SQL, the
+// files are written, and the load left every bench account consistent.
+func TestBench(t *testing.T) {
+	t.Parallel()
+	out := t.TempDir()
+	res, _, err := bankctl(t, "bench", "--clients", "1,4", "--duration", "1s", "--warmup", "200ms", "--accounts", "50", "--out", out)
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	runs := res["runs"].([]any)
+	if len(runs) != 2*2*3 || res["consistent"] != true {
+		t.Fatalf("bench: %d runs, consistent %v; want 12 (hot and spread × 1 and 4 clients × raw-sql, row, lease) and consistent", len(runs), res["consistent"])
+	}
+	for _, r := range runs {
+		run := r.(map[string]any)
+		if run["ok"].(float64) < 1 || run["errors"] != nil || run["p99_ms"].(float64) < run["p50_ms"].(float64) {
+			t.Errorf("run %v: want successes, no errors, p99 ≥ p50", run)
+		}
+		if ratio, _ := run["vs_raw_sql"].(float64); (run["target"] == targetRawSQL) != (ratio == 0) {
+			t.Errorf("run %v: only bankd's runs carry a ratio to raw SQL", run)
+		}
+		if rss, _ := run["bankd_rss_mib"].(float64); rss <= 0 {
+			t.Errorf("run %v: no resident set measured for the own bankd", run)
+		}
+	}
+	for _, f := range []string{"results.json", "bench-hot.svg", "bench-spread.svg"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
 	}
 }

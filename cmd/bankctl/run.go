@@ -17,6 +17,7 @@ Usage:
   bankctl pause [flags]   a lease holder frozen past its lease, then resumed
   bankctl crash [flags]   a lease holder killed; the other node waits out the TTL
   bankctl check [flags]   random deposits, withdrawals and reads under faults, then a history check
+  bankctl bench [flags]   load bankd (hot and spread accounts, 1–256 clients) beside the raw-SQL baseline
 
 Examples:
   go run ./cmd/bankctl race                         # own cluster: unsafe double-spends, row and lease are safe
@@ -26,6 +27,7 @@ Examples:
   go run ./cmd/bankctl pause --client               # the same story through the lock API, as in the README
   go run ./cmd/bankctl pause --strategy row         # a node frozen inside a row lock: the row-lock TTL ends it
   go run ./cmd/bankctl crash
+  go run ./cmd/bankctl bench --out bench-results   # own single-node cluster; table, results.json, plots
   bankctl pause --targets http://127.0.0.1:8081,http://127.0.0.1:8082 --docker lockbank-node-a
 
 Common flags:
@@ -88,6 +90,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		common.nodes = 3
 		validate = func() error { return k.validate() }
 		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runCheck(ctx, c, tl, k) }
+	case "bench":
+		var b benchFlags
+		b.register(fs)
+		common.nodes = 1
+		validate = func() error { return b.validate() }
+		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runBench(ctx, c, tl, b) }
 	case "crash":
 		var k crashFlags
 		k.register(fs)
