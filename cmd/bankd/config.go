@@ -28,6 +28,7 @@ type config struct {
 	writeTimeout    time.Duration
 	idleTimeout     time.Duration
 	shutdownTimeout time.Duration
+	pprofAddr       string
 }
 
 const usage = `Usage: bankd [flags]
@@ -99,6 +100,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 45*time.Second, "longest time to handle a request and write the answer")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection stays open")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long in-flight requests may finish at shutdown")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", env("BANKD_PPROF_ADDR", ""), "serve net/http/pprof on this address (keep it on loopback); empty: off [BANKD_PPROF_ADDR]")
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err
 	}

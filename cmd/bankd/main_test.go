@@ -375,3 +375,26 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 		})
 	}
 }
+
+// TestProfiling: --pprof-addr serves the profiles on their own address, and
+// never on the API's.
+func TestProfiling(t *testing.T) {
+	t.Parallel()
+	pprofAddr := freeAddr(t)
+	env := map[string]string{"DATABASE_URL": pgtest.URL(t)}
+	withProfiles := startBankd(t, env, "--pprof-addr", pprofAddr)
+	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "heap profile") {
+		t.Fatalf("pprof heap: %d %.200s", resp.StatusCode, body)
+	}
+	for _, b := range []bankd{withProfiles, startBankd(t, map[string]string{"DATABASE_URL": env["DATABASE_URL"]})} {
+		if status, _ := get(t, b.url+"/debug/pprof/heap"); status != 404 {
+			t.Fatalf("the API address answers /debug/pprof/ with %d; want 404", status)
+		}
+	}
+}

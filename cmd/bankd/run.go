@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -85,6 +86,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen: %w", err)
 	}
 	logger.Info("bankd listening", "addr", "http://"+ln.Addr().String(), "unsafe_demo", cfg.unsafeDemo)
+	if cfg.pprofAddr != "" {
+		stopProfiling, err := serveProfiles(cfg.pprofAddr, logger)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopProfiling()
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -242,6 +251,26 @@ func runMigrate(ctx context.Context, cfg config, verb string, logger *slog.Logge
 		return nil
 	}
 	return fmt.Errorf("unknown migrate verb %q: want up, down or status", verb)
+}
+
+// serveProfiles serves net/http/pprof on a listener of its own, so that the
+// profiles never share the API's address, middleware or timeouts (a 30 s CPU
+// profile outlives --write-timeout).
+func serveProfiles(addr string, logger *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	logger.Info("pprof listening", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { srv.Close() }, nil
 }
 
 // healthcheck asks the bankd listening on addr whether it is ready: the
