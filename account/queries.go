@@ -80,3 +80,28 @@ WHERE account_id = $1 AND key = $2`
 const sqlInsertIdempotency = `
 INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id, error_code, error_message)
 VALUES ($1, $2, $3, $4, $5, $6)`
+
+// The batch forms of the statements above (see combine.go), for the changes
+// of one account applied in one transaction under its row lock.
+
+const sqlGetIdempotencies = `
+SELECT key, request_hash, entry_id, error_code, error_message
+FROM idempotency_keys
+WHERE account_id = $1 AND key = ANY($2)`
+
+const sqlGetEntries = `SELECT ` + entryColumns + ` FROM ledger_entries WHERE id = ANY($1)`
+
+// Rows are inserted in ord order, so their identity ids follow the batch's
+// order.
+const sqlInsertEntries = `
+INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
+SELECT $1, e.kind, e.amount, e.after, e.strategy, e.token, e.key, e.hash
+FROM unnest($2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::text[], $9::text[])
+    AS e(ord, kind, amount, after, strategy, token, key, hash)
+ORDER BY e.ord
+RETURNING ` + entryColumns
+
+const sqlInsertIdempotencies = `
+INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id, error_code, error_message)
+SELECT $1, k.key, k.hash, k.entry_id, k.code, k.message
+FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS k(key, hash, entry_id, code, message)`

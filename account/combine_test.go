@@ -1,0 +1,273 @@
+package account
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/lockmgr"
+)
+
+// TestBatchDecidesEachChangeInOrder applies one hand-made batch holding every
+// kind of outcome: each change is judged against the balance the changes
+// before it leave, refusals are recorded under their keys, a stale token
+// records nothing, stored outcomes replay, and the balance is written once,
+// in one transaction with all the entries.
+func TestBatchDecidesEachChangeInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	s := NewService(pool, Options{Locks: locks})
+	a, err := s.Create(ctx, "alice", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A stored success (k0) and a stale fencing token.
+	if _, err := s.Deposit(ctx, Change{AccountID: a.ID, Amount: 5, IdempotencyKey: "k0"}); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := locks.TryAcquire(ctx, LeaseResource(a.ID), "old", 60_000_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Release(ctx, LeaseResource(a.ID), stale.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := locks.TryAcquire(ctx, LeaseResource(a.ID), "new", 60_000_000_000); err != nil {
+		t.Fatal(err)
+	}
+
+	mk := func(kind string, c Change) *change {
+		c.AccountID, c.Strategy = a.ID, StrategyRow
+		return &change{ctx: ctx, kind: kind, c: c, hash: requestHash(kind, c)}
+	}
+	batch := []*change{
+		mk(KindWithdrawal, Change{Amount: 60, IdempotencyKey: "k1"}), // 105 → 45
+		mk(KindWithdrawal, Change{Amount: 60, IdempotencyKey: "k2"}), // refused: 45 < 60, recorded
+		mk(KindDeposit, Change{Amount: 30}),                          // 45 → 75
+		mk(KindWithdrawal, Change{Amount: 1, FenceToken: stale.Token}),
+		mk(KindDeposit, Change{Amount: 5, IdempotencyKey: "k0"}),    // replays the first deposit
+		mk(KindDeposit, Change{Amount: 6, IdempotencyKey: "k0"}),    // k0 for another request: but see takeBatch
+		mk(KindWithdrawal, Change{Amount: 75}),                      // 75 → 0
+		mk(KindWithdrawal, Change{Amount: 1, IdempotencyKey: "k3"}), // refused: 0 < 1, recorded
+	}
+	batch = append(batch[:5], batch[6:]...) // a batch never holds one key twice (takeBatch)
+	outs := s.applyBatch(batch)
+
+	wantCodes := []string{"", CodeInsufficientFunds, "", CodeStaleFencingToken, "", "", CodeInsufficientFunds}
+	wantAfter := []int64{45, 0, 75, 0, 105, 0, 0}
+	for i, out := range outs {
+		code := ""
+		var e *Error
+		if errors.As(out.err, &e) {
+			code = e.Code
+		} else if out.err != nil {
+			t.Fatalf("change %d: %v", i, out.err)
+		}
+		if code != wantCodes[i] || (code == "" && out.res.Entry.Balance != wantAfter[i]) {
+			t.Errorf("change %d: code %q entry %+v; want code %q, balance after %d", i, code, out.res.Entry, wantCodes[i], wantAfter[i])
+		}
+	}
+	if !outs[4].res.Replayed || outs[0].res.Replayed {
+		t.Errorf("replayed flags %v %v; want only the stored k0 replayed", outs[0].res.Replayed, outs[4].res.Replayed)
+	}
+
+	// One transaction wrote the balance and the three new entries.
+	var balance, fresh, txs int64
+	if err := pool.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1`, a.ID).Scan(&balance); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text) FROM ledger_entries WHERE account_id = $1 AND id > $2`,
+		a.ID, outs[4].res.Entry.ID).Scan(&fresh, &txs); err != nil {
+		t.Fatal(err)
+	}
+	if balance != 0 || fresh != 3 || txs != 1 {
+		t.Fatalf("balance %d, %d new entries in %d transactions; want 0, 3 in 1", balance, fresh, txs)
+	}
+	// Refusals were recorded under their keys, the fenced change nowhere.
+	replayed, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 60, Strategy: StrategyRow, IdempotencyKey: "k2"})
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeInsufficientFunds || !replayed.Replayed {
+		t.Fatalf("retry of k2: %+v %v; want its stored refusal replayed", replayed, err)
+	}
+	var keys int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys WHERE account_id = $1`, a.ID).Scan(&keys); err != nil {
+		t.Fatal(err)
+	}
+	if keys != 4 { // k0, k1, k2, k3
+		t.Fatalf("%d idempotency records, want 4", keys)
+	}
+}
+
+// TestTakeBatchKeepsOneKeyPerBatch: a second change with a key already in the
+// batch waits for the next one, so it replays the first one's outcome.
+func TestTakeBatchKeepsOneKeyPerBatch(t *testing.T) {
+	var queue []*change
+	for i := range 3 * maxBatch {
+		key := ""
+		if i%2 == 0 {
+			key = "same"
+		}
+		queue = append(queue, &change{c: Change{IdempotencyKey: key, Amount: int64(i + 1)}})
+	}
+	batch, rest := takeBatch(queue)
+	if len(batch) != maxBatch || batch[0].c.Amount != 1 || batch[1].c.Amount != 2 || batch[2].c.Amount != 4 {
+		t.Fatalf("batch of %d starting %d %d %d; want %d in order, the key once", len(batch), batch[0].c.Amount, batch[1].c.Amount, batch[2].c.Amount, maxBatch)
+	}
+	seen := 0
+	for _, ch := range batch {
+		if ch.c.IdempotencyKey == "same" {
+			seen++
+		}
+	}
+	if seen != 1 || len(rest) != len(queue)-maxBatch || rest[0].c.Amount != 3 {
+		t.Fatalf("key in the batch %d times, %d left starting %d", seen, len(rest), rest[0].c.Amount)
+	}
+}
+
+// TestChangesOfOneAccountShareCommits: 64 clients released together on one
+// account must be combined — fewer transactions than entries — while every
+// change keeps its own entry and the money adds up.
+func TestChangesOfOneAccountShareCommits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	s := NewService(pool, Options{})
+	a, err := s.Create(ctx, "alice", 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clients, each = 64, 10
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, clients*each)
+	for range clients {
+		wg.Go(func() {
+			<-start
+			for range each {
+				if _, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 3, Strategy: StrategyRow}); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var balance, entries, txs int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1), count(*), count(DISTINCT xmin::text)
+		FROM ledger_entries WHERE account_id = $1`, a.ID).Scan(&balance, &entries, &txs); err != nil {
+		t.Fatal(err)
+	}
+	if balance != 1_000_000-3*clients*each || entries != clients*each {
+		t.Fatalf("balance %d with %d entries; want %d with %d", balance, entries, 1_000_000-3*clients*each, clients*each)
+	}
+	if txs >= entries {
+		t.Fatalf("%d entries in %d transactions: no change shared a commit", entries, txs)
+	}
+	t.Logf("%d entries in %d transactions", entries, txs)
+	// The worker removes the queue just after delivering the last outcome.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.combine.mu.Lock()
+		left := len(s.combine.queues)
+		s.combine.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d queues left behind", left)
+		}
+	}
+}
+
+// TestQueuedChangeGivenUpChangesNothing: a change still waiting in the queue
+// when its client gives up is answered with the context's error and never
+// applied; the change ahead of it, already in a transaction, completes.
+func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	s := NewService(pool, Options{})
+	a, err := s.Create(ctx, "alice", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another session holds the row: the first batch waits on it.
+	blocker, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blocker.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow})
+		first <- err
+	}()
+	waitForLockWaiter(t, pool)
+
+	gaveUp, cancel := context.WithCancel(ctx)
+	second := make(chan error, 1)
+	go func() {
+		_, err := s.Withdraw(gaveUp, Change{AccountID: a.ID, Amount: 20, Strategy: StrategyRow})
+		second <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.combine.mu.Lock()
+		queued := len(s.combine.queues[a.ID])
+		s.combine.mu.Unlock()
+		if queued == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second change never queued")
+		}
+	}
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the given-up change: %v; want context.Canceled", err)
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the change ahead: %v", err)
+	}
+	var balance, entries int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1), count(*) FROM ledger_entries WHERE account_id = $1`,
+		a.ID).Scan(&balance, &entries); err != nil {
+		t.Fatal(err)
+	}
+	if balance != 90 || entries != 1 {
+		t.Fatalf("balance %d with %d entries; want 90 with 1 (the given-up change never applied)", balance, entries)
+	}
+}
+
+// waitForLockWaiter waits until some session of the database waits for a lock.
+func waitForLockWaiter(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var n int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nobody ever waited for the row lock")
+		}
+	}
+}
