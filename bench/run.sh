@@ -46,12 +46,15 @@ for _ in $(seq 50); do
 	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
 done
 redis-server --bind 127.0.0.1 --port "$port" --protected-mode yes --save '' --appendonly no \
-	--dir "$work" --daemonize no --loglevel warning &
+	--dir "$work" --daemonize no --loglevel warning >"$work/redis.log" 2>&1 &
 redis_pid=$!
 for i in $(seq 50); do
 	redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && break
-	kill -0 "$redis_pid" 2>/dev/null || { echo "redis-server did not start" >&2; exit 1; }
-	((i < 50)) || { echo "redis-server did not answer within 10 s" >&2; exit 1; }
+	if ! kill -0 "$redis_pid" 2>/dev/null || ((i == 50)); then
+		echo "redis-server did not answer on 127.0.0.1:$port:" >&2
+		tail -5 "$work/redis.log" >&2
+		exit 1
+	fi
 	sleep 0.2
 done
 echo "$(redis-server --version | cut -d' ' -f1-3) on 127.0.0.1:$port" >&2
