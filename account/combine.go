@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/lockmgr"
 )
@@ -152,7 +154,7 @@ func (s *Service) applyBatch(batch []*change) []outcome {
 	var err error
 	for attempt := range attempts {
 		clear(outs)
-		err = s.inTx(ctx, func(tx pgx.Tx) error { return applyBatchTx(ctx, tx, batch, outs) })
+		err = s.runBatch(ctx, batch, outs)
 		// A unique violation means a request with one of our keys committed
 		// first on a path without the row lock; the next attempt replays it.
 		if err == nil || attempt == attempts-1 || !(retryable(err) || uniqueViolation(err)) {
@@ -173,45 +175,104 @@ type plannedEntry struct {
 	after int64
 }
 
-// applyBatchTx is the row strategy for a batch: lock the account row, look
-// up stored outcomes and fences, decide every change in order against the
-// running balance, then write the balance once, the ledger entries and the
-// idempotency records. Refusals are outcomes (recorded under their keys and
-// committed); a stale fencing token is refused and records nothing.
-func applyBatchTx(ctx context.Context, tx pgx.Tx, batch []*change, outs []outcome) error {
-	id := batch[0].c.AccountID
-	var balance int64
-	if err := tx.QueryRow(ctx, sqlLockAccount, id).Scan(&balance); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			for i := range outs {
-				outs[i].err = notFound(id)
-			}
+// batchPlan is what a batch will write: the balance it read under the row
+// lock and its change, the entries, and the refusals to record under their
+// idempotency keys.
+type batchPlan struct {
+	balance, delta int64
+	maxToken       int64
+	planned        []plannedEntry
+	refusals       []*change
+}
+
+// runBatch applies batch in one transaction of two round trips: BEGIN, the
+// row lock and the stored outcomes in one pipeline; the writes and COMMIT in
+// the other (a fenced change or a replay adds one round trip). Each round
+// trip costs a write and a read on both ends, which on a small machine is
+// much of the price of a transaction.
+func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// Release destroys a connection left inside a transaction.
+	defer conn.Release()
+
+	plan, err := readBatch(ctx, conn, batch, outs)
+	if err == nil && plan == nil {
+		err = errNothingToWrite
+	}
+	if err != nil {
+		rollback(ctx, conn)
+		switch {
+		case errors.Is(err, errNothingToWrite):
 			return nil
+		case sessionLost(err):
+			return fmt.Errorf("%w: %w", errNotCommitted, err)
 		}
 		return err
 	}
-	stored, err := replayAll(ctx, tx, id, batch)
+	return writeBatch(ctx, conn, batch, plan, outs)
+}
+
+// errNothingToWrite ends a batch whose account does not exist.
+var errNothingToWrite = errors.New("nothing to write")
+
+// readBatch begins the transaction, locks the account row, reads the stored
+// outcomes of the batch's keys and checks its fencing tokens, then decides
+// every change in order against the running balance. A nil plan means the
+// account does not exist (every outcome says so).
+func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []outcome) (*batchPlan, error) {
+	id := batch[0].c.AccountID
+	var keys []string
+	for _, ch := range batch {
+		if ch.c.IdempotencyKey != "" {
+			keys = append(keys, ch.c.IdempotencyKey)
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(sqlLockAccount, id)
+	if len(keys) > 0 {
+		b.Queue(sqlGetIdempotencies, id, keys)
+	}
+	br := conn.SendBatch(ctx, b)
+	plan := &batchPlan{}
+	var stored map[string]*storedResult
+	_, err := br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&plan.balance)
+	}
+	if err == nil && len(keys) > 0 {
+		stored, err = scanStored(br)
+	}
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		for i := range outs {
+			outs[i].err = notFound(id)
+		}
+		return nil, nil
+	}
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if err := loadStoredEntries(ctx, conn, stored); err != nil {
+		return nil, err
 	}
 	fences := map[int64]error{}
 	for _, ch := range batch {
 		if t := ch.c.FenceToken; t != 0 && stored[ch.c.IdempotencyKey] == nil {
 			if _, done := fences[t]; !done {
-				fences[t] = lockmgr.CheckFence(ctx, tx, LeaseResource(id), t)
+				fences[t] = lockmgr.CheckFence(ctx, conn, LeaseResource(id), t)
 				if refusal := fenceRefusal(fences[t], t); refusal != nil && !isRefusal(refusal) {
-					return refusal // the database failed, not the token
+					return nil, refusal // the database failed, not the token
 				}
 			}
 		}
 	}
 
-	var (
-		planned  []plannedEntry
-		delta    int64
-		maxToken int64
-		records  []idempotencyRecord
-	)
 	for i, ch := range batch {
 		c := ch.c
 		if prior := stored[c.IdempotencyKey]; c.IdempotencyKey != "" && prior != nil {
@@ -227,42 +288,117 @@ func applyBatchTx(ctx context.Context, tx pgx.Tx, batch []*change, outs []outcom
 			continue
 		}
 		if c.FenceToken != 0 && fences[c.FenceToken] != nil {
+			// A stale writer learns nothing and records nothing.
 			outs[i].err = fenceRefusal(fences[c.FenceToken], c.FenceToken)
 			continue
 		}
-		if refusal := refuse(ch.kind, balance+delta, c.Amount); refusal != nil {
+		if refusal := refuse(ch.kind, plan.balance+plan.delta, c.Amount); refusal != nil {
 			outs[i].err = refusal
-			records = append(records, idempotencyRecord{ch: ch, refusal: refusal})
+			if c.IdempotencyKey != "" {
+				plan.refusals = append(plan.refusals, ch)
+			}
 			continue
 		}
 		if ch.kind == KindWithdrawal {
-			delta -= c.Amount
+			plan.delta -= c.Amount
 		} else {
-			delta += c.Amount
+			plan.delta += c.Amount
 		}
-		maxToken = max(maxToken, c.FenceToken)
-		planned = append(planned, plannedEntry{index: i, after: balance + delta})
+		plan.maxToken = max(plan.maxToken, c.FenceToken)
+		plan.planned = append(plan.planned, plannedEntry{index: i, after: plan.balance + plan.delta})
 	}
+	return plan, nil
+}
 
-	if len(planned) > 0 {
-		var after int64
-		if err := tx.QueryRow(ctx, sqlAddToBalance, id, delta, maxToken).Scan(&after); err != nil {
-			return err
+// writeBatch sends the plan's writes and COMMIT in one pipeline. PostgreSQL
+// skips the rest of a pipeline after an error, COMMIT included, so a
+// statement's error is a certain failure; a lost connection is not, since
+// the COMMIT may have run.
+func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, plan *batchPlan, outs []outcome) error {
+	id := batch[0].c.AccountID
+	b := &pgx.Batch{}
+	if len(plan.planned) > 0 {
+		n := len(plan.planned)
+		var (
+			ords              = make([]int32, n)
+			kinds, strategies = make([]string, n), make([]string, n)
+			amounts, afters   = make([]int64, n), make([]int64, n)
+			tokens            = make([]*int64, n)
+			keys, hashes      = make([]*string, n), make([]*string, n)
+		)
+		for j, p := range plan.planned {
+			ch := batch[p.index]
+			ords[j], kinds[j], strategies[j] = int32(j), ch.kind, string(ch.c.Strategy)
+			amounts[j], afters[j] = ch.c.Amount, p.after
+			if t := ch.c.FenceToken; t != 0 {
+				tokens[j] = &t
+			}
+			keys[j], hashes[j] = nullable(ch.c.IdempotencyKey), nullable(hashIfKeyed(ch.c, ch.hash))
 		}
-		if after != balance+delta {
-			// Impossible while we hold the row lock; never commit if it happens.
-			return fmt.Errorf("account %d: balance %d after the batch, want %d", id, after, balance+delta)
+		b.Queue(sqlApplyBatch, id, plan.balance, plan.delta, plan.maxToken, ords, kinds, amounts, afters, strategies, tokens, keys, hashes)
+	}
+	if len(plan.refusals) > 0 {
+		var keys, hashes, codes, messages []string
+		for _, ch := range plan.refusals {
+			var e *Error
+			errors.As(outs[slices.Index(batch, ch)].err, &e)
+			keys, hashes = append(keys, ch.c.IdempotencyKey), append(hashes, ch.hash)
+			codes, messages = append(codes, e.Code), append(messages, e.Message)
 		}
-		entries, err := insertEntries(ctx, tx, batch, planned)
-		if err != nil {
-			return err
-		}
-		for j, p := range planned {
-			outs[p.index].res.Entry = entries[j]
-			records = append(records, idempotencyRecord{ch: batch[p.index], entryID: &entries[j].ID})
+		b.Queue(sqlInsertRefusals, id, keys, hashes, codes, messages)
+	}
+	b.Queue("COMMIT")
+
+	br := conn.SendBatch(ctx, b)
+	var (
+		entries []Entry
+		err     error
+	)
+	if len(plan.planned) > 0 {
+		rows, qerr := br.Query()
+		if err = qerr; err == nil {
+			entries, err = pgx.CollectRows(rows, scanEntry)
 		}
 	}
-	return rememberAll(ctx, tx, id, records)
+	if err == nil && len(plan.refusals) > 0 {
+		_, err = br.Exec()
+	}
+	committing := err == nil
+	if err == nil {
+		_, err = br.Exec() // COMMIT
+	}
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		switch {
+		case !errors.As(err, &pgErr) || (committing && sessionLost(err)):
+			// The connection (or the session, during COMMIT) was lost with
+			// COMMIT sent: it may have run.
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		case sessionLost(err):
+			return fmt.Errorf("%w: %w", errNotCommitted, err)
+		}
+		rollback(ctx, conn)
+		return err // the server refused a statement or the COMMIT: rolled back
+	}
+	if len(entries) != len(plan.planned) {
+		return fmt.Errorf("%w: account %d: %d ledger entries written, want %d", ErrOutcomeUnknown, id, len(entries), len(plan.planned))
+	}
+	slices.SortFunc(entries, func(a, b Entry) int { return cmp.Compare(a.ID, b.ID) })
+	for j, p := range plan.planned {
+		outs[p.index].res.Entry = entries[j]
+	}
+	return nil
+}
+
+// rollback ends a transaction left open or failed on conn; if that fails too,
+// Release destroys the connection.
+func rollback(ctx context.Context, conn *pgxpool.Conn) {
+	if pc := conn.Conn().PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	}
 }
 
 // isRefusal reports whether err is a business outcome (*Error).
@@ -276,23 +412,14 @@ type storedResult struct {
 	hash string
 }
 
-// replayAll reads the stored outcomes of the batch's idempotency keys.
-func replayAll(ctx context.Context, tx pgx.Tx, id int64, batch []*change) (map[string]*storedResult, error) {
-	var keys []string
-	for _, ch := range batch {
-		if ch.c.IdempotencyKey != "" {
-			keys = append(keys, ch.c.IdempotencyKey)
-		}
-	}
-	stored := map[string]*storedResult{}
-	if len(keys) == 0 {
-		return stored, nil
-	}
-	rows, err := tx.Query(ctx, sqlGetIdempotencies, id, keys)
+// scanStored reads the stored outcomes of a batch's idempotency keys.
+func scanStored(br pgx.BatchResults) (map[string]*storedResult, error) {
+	rows, err := br.Query()
 	if err != nil {
 		return nil, err
 	}
-	var entryIDs []int64
+	defer rows.Close()
+	stored := map[string]*storedResult{}
 	for rows.Next() {
 		var (
 			key           string
@@ -301,7 +428,6 @@ func replayAll(ctx context.Context, tx pgx.Tx, id int64, batch []*change) (map[s
 			code, message *string
 		)
 		if err := rows.Scan(&key, &r.hash, &entryID, &code, &message); err != nil {
-			rows.Close()
 			return nil, err
 		}
 		r.Replayed = true
@@ -309,93 +435,32 @@ func replayAll(ctx context.Context, tx pgx.Tx, id int64, batch []*change) (map[s
 			r.refusal = &Error{Code: *code, Message: *message}
 		} else {
 			r.Entry.ID = *entryID
-			entryIDs = append(entryIDs, *entryID)
 		}
 		stored[key] = &r
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if len(entryIDs) == 0 {
-		return stored, nil
-	}
-	rows, _ = tx.Query(ctx, sqlGetEntries, entryIDs)
-	entries, err := pgx.CollectRows(rows, scanEntry)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		for _, r := range stored {
-			if r.refusal == nil && r.Entry.ID == e.ID {
-				r.Entry = e
-			}
-		}
-	}
-	return stored, nil
+	return stored, rows.Err()
 }
 
-// insertEntries appends the planned entries in batch order and returns them
-// in that order: the ids of one INSERT are drawn in the order of its rows.
-func insertEntries(ctx context.Context, tx pgx.Tx, batch []*change, planned []plannedEntry) ([]Entry, error) {
-	n := len(planned)
-	var (
-		ords              = make([]int32, n)
-		kinds, strategies = make([]string, n), make([]string, n)
-		amounts, afters   = make([]int64, n), make([]int64, n)
-		tokens            = make([]*int64, n)
-		keys, hashes      = make([]*string, n), make([]*string, n)
-	)
-	for j, p := range planned {
-		ch := batch[p.index]
-		ords[j], kinds[j], strategies[j] = int32(j), ch.kind, string(ch.c.Strategy)
-		amounts[j], afters[j] = ch.c.Amount, p.after
-		if t := ch.c.FenceToken; t != 0 {
-			tokens[j] = &t
+// loadStoredEntries fills in the entries of stored successes, for replay.
+func loadStoredEntries(ctx context.Context, conn *pgxpool.Conn, stored map[string]*storedResult) error {
+	byID := map[int64]*storedResult{}
+	var ids []int64
+	for _, r := range stored {
+		if r.refusal == nil {
+			byID[r.Entry.ID] = r
+			ids = append(ids, r.Entry.ID)
 		}
-		keys[j], hashes[j] = nullable(ch.c.IdempotencyKey), nullable(hashIfKeyed(ch.c, ch.hash))
 	}
-	rows, _ := tx.Query(ctx, sqlInsertEntries, batch[0].c.AccountID, ords, kinds, amounts, afters, strategies, tokens, keys, hashes)
-	entries, err := pgx.CollectRows(rows, scanEntry)
-	if err != nil {
-		return nil, err
-	}
-	if len(entries) != n {
-		return nil, fmt.Errorf("inserted %d ledger entries, want %d", len(entries), n)
-	}
-	slices.SortFunc(entries, func(a, b Entry) int { return cmp.Compare(a.ID, b.ID) })
-	return entries, nil
-}
-
-// idempotencyRecord is the outcome to store under a change's key: its entry,
-// or its refusal.
-type idempotencyRecord struct {
-	ch      *change
-	entryID *int64
-	refusal *Error
-}
-
-// rememberAll stores the outcomes of the batch's keyed changes in its
-// transaction, so that outcomes and changes commit or vanish together.
-func rememberAll(ctx context.Context, tx pgx.Tx, id int64, records []idempotencyRecord) error {
-	var (
-		keys, hashes    []string
-		entryIDs        []*int64
-		codes, messages []*string
-	)
-	for _, r := range records {
-		if r.ch.c.IdempotencyKey == "" {
-			continue
-		}
-		var code, message *string
-		if r.refusal != nil {
-			code, message = &r.refusal.Code, &r.refusal.Message
-		}
-		keys, hashes = append(keys, r.ch.c.IdempotencyKey), append(hashes, r.ch.hash)
-		entryIDs, codes, messages = append(entryIDs, r.entryID), append(codes, code), append(messages, message)
-	}
-	if len(keys) == 0 {
+	if len(ids) == 0 {
 		return nil
 	}
-	_, err := tx.Exec(ctx, sqlInsertIdempotencies, id, keys, hashes, entryIDs, codes, messages)
-	return err
+	rows, _ := conn.Query(ctx, sqlGetEntries, ids)
+	entries, err := pgx.CollectRows(rows, scanEntry)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		byID[e.ID].Entry = e
+	}
+	return nil
 }

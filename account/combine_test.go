@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
@@ -269,5 +270,115 @@ func waitForLockWaiter(t *testing.T, pool *pgxpool.Pool) {
 		if time.Now().After(deadline) {
 			t.Fatal("nobody ever waited for the row lock")
 		}
+	}
+}
+
+// TestBatchStatementFailureCommitsNothing: a statement that fails inside the
+// write pipeline makes PostgreSQL skip the COMMIT queued behind it: a certain
+// failure (not an unknown outcome), nothing written, and the next change
+// goes through.
+func TestBatchStatementFailureCommitsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	s := NewService(pool, Options{})
+	a, err := s.Create(ctx, "alice", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+		CREATE FUNCTION refuse_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'no entries today'; END $$;
+		CREATE TRIGGER refuse_entries BEFORE INSERT ON ledger_entries FOR EACH ROW EXECUTE FUNCTION refuse_entries()`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow, IdempotencyKey: "k"})
+	if err == nil || errors.Is(err, ErrOutcomeUnknown) || isRefusal(err) {
+		t.Fatalf("withdrawal with a failing ledger insert: %v; want a certain failure", err)
+	}
+	if _, err := pool.Exec(ctx, `DROP TRIGGER refuse_entries ON ledger_entries`); err != nil {
+		t.Fatal(err)
+	}
+	var balance, entries, keys int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1),
+		(SELECT count(*) FROM ledger_entries WHERE account_id = $1), (SELECT count(*) FROM idempotency_keys WHERE account_id = $1)`,
+		a.ID).Scan(&balance, &entries, &keys); err != nil {
+		t.Fatal(err)
+	}
+	if balance != 100 || entries != 0 || keys != 0 {
+		t.Fatalf("after a failed batch: balance %d, %d entries, %d keys; want 100, 0, 0", balance, entries, keys)
+	}
+	if r, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow, IdempotencyKey: "k"}); err != nil || r.Replayed || r.Entry.Balance != 90 {
+		t.Fatalf("the retry: %+v %v; want it applied now, not replayed", r, err)
+	}
+}
+
+// TestBatchRefusesAMovedBalance: the batch's write names the balance it read
+// under the row lock; were it different, the statement fails (NOT NULL) and
+// writes nothing, rather than committing entries that do not add up.
+func TestBatchRefusesAMovedBalance(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	s := NewService(pool, Options{})
+	a, err := s.Create(ctx, "alice", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pool.Exec(ctx, sqlApplyBatch, a.ID, int64(99), int64(-10), int64(0),
+		[]int32{0}, []string{KindWithdrawal}, []int64{10}, []int64{89}, []string{"row"}, []*int64{nil}, []*string{nil}, []*string{nil})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23502" {
+		t.Fatalf("a batch write against a balance that moved: %v; want a not-null violation", err)
+	}
+	var balance, entries int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1), count(*) FROM ledger_entries WHERE account_id = $1`,
+		a.ID).Scan(&balance, &entries); err != nil {
+		t.Fatal(err)
+	}
+	if balance != 100 || entries != 0 {
+		t.Fatalf("balance %d with %d entries; want 100 with 0", balance, entries)
+	}
+}
+
+// TestBatchSessionEndedWhileWaiting: a batch whose session is terminated
+// while it waits for the row lock fails as unavailable — certainly not
+// committed — and changes nothing.
+func TestBatchSessionEndedWhileWaiting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	s := NewService(pool, Options{})
+	a, err := s.Create(ctx, "alice", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocker, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback(ctx)
+	if _, err := blocker.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow})
+		done <- err
+	}()
+	waitForLockWaiter(t, pool)
+	if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !IsUnavailable(err) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("withdrawal whose session was ended: %v; want unavailable, certainly not committed", err)
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var balance int64
+	if err := pool.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1`, a.ID).Scan(&balance); err != nil || balance != 100 {
+		t.Fatalf("balance %d (%v); want 100", balance, err)
 	}
 }

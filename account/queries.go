@@ -91,17 +91,35 @@ WHERE account_id = $1 AND key = ANY($2)`
 
 const sqlGetEntries = `SELECT ` + entryColumns + ` FROM ledger_entries WHERE id = ANY($1)`
 
-// Rows are inserted in ord order, so their identity ids follow the batch's
-// order.
-const sqlInsertEntries = `
-INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
-SELECT $1, e.kind, e.amount, e.after, e.strategy, e.token, e.key, e.hash
-FROM unnest($2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::text[], $9::text[])
-    AS e(ord, kind, amount, after, strategy, token, key, hash)
-ORDER BY e.ord
-RETURNING ` + entryColumns
+// A batch's writes in one statement: the balance, the ledger entries and
+// the idempotency records of the successes (which need the entries' ids).
+// The balance must still be the one read under the row lock ($2); if it is
+// not, the CASE yields NULL, which NOT NULL refuses, failing the statement
+// and so the COMMIT queued behind it. Rows go in ord order, so their identity
+// ids follow the batch's order.
+const sqlApplyBatch = `
+WITH account AS (
+    UPDATE accounts
+    SET balance = CASE WHEN balance = $2 THEN balance + $3 END,
+        fence_token = greatest(fence_token, $4), updated_at = now()
+    WHERE id = $1
+    RETURNING id
+), entries AS (
+    INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
+    SELECT account.id, e.kind, e.amount, e.after, e.strategy, e.token, e.key, e.hash
+    FROM account, unnest($5::int[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[])
+        AS e(ord, kind, amount, after, strategy, token, key, hash)
+    ORDER BY e.ord
+    RETURNING ` + entryColumns + `, request_hash
+), keys AS (
+    INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id)
+    SELECT account_id, idempotency_key, request_hash, id FROM entries WHERE idempotency_key IS NOT NULL
+)
+SELECT ` + entryColumns + ` FROM entries`
 
-const sqlInsertIdempotencies = `
-INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id, error_code, error_message)
-SELECT $1, k.key, k.hash, k.entry_id, k.code, k.message
-FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS k(key, hash, entry_id, code, message)`
+// The refusals of a batch, stored under their keys so that a retry gets the
+// same refusal.
+const sqlInsertRefusals = `
+INSERT INTO idempotency_keys (account_id, key, request_hash, error_code, error_message)
+SELECT $1, r.key, r.hash, r.code, r.message
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS r(key, hash, code, message)`

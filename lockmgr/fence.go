@@ -8,13 +8,21 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// Querier runs a query in the caller's transaction: a pgx.Tx, or a
+// connection on which the caller began a transaction itself (BEGIN in a
+// pipeline). Never a pool: outside a transaction the fence's row lock would
+// end with its statement.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // CheckFence verifies, inside the caller's transaction tx and just before its
 // write, that token is the newest grant of resource and that this grant is
 // live by the database's clock. It locks the lease row (FOR SHARE) until tx
 // ends, so no newer grant can come between the check and the write: a
 // holder that paused past its lease is rejected however long the pause.
 // Errors: ErrStaleToken, ErrLeaseExpired, ErrTokenMismatch.
-func CheckFence(ctx context.Context, tx pgx.Tx, resource string, token int64) error {
+func CheckFence(ctx context.Context, tx Querier, resource string, token int64) error {
 	var (
 		current int64
 		live    bool
