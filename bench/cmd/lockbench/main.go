@@ -46,6 +46,7 @@ func main() {
 type config struct {
 	duration, warmup time.Duration
 	workers          int
+	slices           int
 	maxCycles        int
 	handoffRounds    int
 	handoffTime      time.Duration
@@ -64,8 +65,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg config
 	fs := flag.NewFlagSet("lockbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "measuring time of each throughput measurement")
-	fs.DurationVar(&cfg.warmup, "warmup", 500*time.Millisecond, "warm-up before each throughput measurement, not counted")
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "measuring time of each throughput figure of each implementation")
+	fs.IntVar(&cfg.slices, "slices", 3, "measure each throughput figure in this many slices, taking turns over the implementations")
+	fs.DurationVar(&cfg.warmup, "warmup", 300*time.Millisecond, "warm-up before each slice, not counted")
 	fs.IntVar(&cfg.workers, "workers", 8, "workers of the parallel and contended measurements")
 	fs.IntVar(&cfg.maxCycles, "max-cycles", 1_000_000, "stop a throughput measurement after this many cycles")
 	fs.IntVar(&cfg.handoffRounds, "handoff-rounds", 200, "hand-offs measured per implementation")
@@ -80,6 +82,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.slices < 1 || cfg.workers < 1 || cfg.duration <= 0 {
+		return errors.New("-slices and -workers must be at least 1, and -duration positive")
 	}
 	cfg.impls = names()
 	if *only != "" {
@@ -218,15 +223,30 @@ func measureAll(ctx context.Context, cfg config, env locks.Env, res *results, st
 		}
 		return rs
 	}
-	each("uncontended", func(r *implResult, lk locks.Locker) {
-		r.Uncontended = measureCycles(ctx, lk, resources(r.Name, "solo", 1, false), cfg)
-	})
-	each("parallel", func(r *implResult, lk locks.Locker) {
-		r.Parallel = measureCycles(ctx, lk, resources(r.Name, "parallel", cfg.workers, true), cfg)
-	})
-	each("contended", func(r *implResult, lk locks.Locker) {
-		r.Contended = measureCycles(ctx, lk, resources(r.Name, "hot", cfg.workers, false), cfg)
-	})
+	// Each throughput figure is measured in slices, taking turns over the
+	// implementations, so that a burst of load elsewhere on the machine is
+	// shared out rather than landing on one of them.
+	slice := cfg.duration / time.Duration(cfg.slices)
+	for _, m := range []struct {
+		name     string
+		phase    string
+		workers  int
+		distinct bool
+		result   func(*implResult) *cycles
+	}{
+		{"uncontended", "solo", 1, false, func(r *implResult) *cycles { return &r.Uncontended }},
+		{"parallel", "parallel", cfg.workers, true, func(r *implResult) *cycles { return &r.Parallel }},
+		{"contended", "hot", cfg.workers, false, func(r *implResult) *cycles { return &r.Contended }},
+	} {
+		for i := range cfg.slices {
+			each(fmt.Sprintf("%s %d/%d", m.name, i+1, cfg.slices), func(r *implResult, lk locks.Locker) {
+				// Fresh resources for every slice: a grant that the end of the
+				// last slice cut off mid-acquire may still be held.
+				phase := fmt.Sprintf("%s.%d", m.phase, i)
+				m.result(r).add(measureCycles(ctx, lk, resources(r.Name, phase, m.workers, m.distinct), slice, cfg))
+			})
+		}
+	}
 	each("hand-off", func(r *implResult, lk locks.Locker) {
 		r.Handoff = measureHandoff(ctx, r.Name, lk, env, "bench."+r.Name+".handoff", cfg)
 	})

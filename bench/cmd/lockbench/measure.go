@@ -10,9 +10,10 @@ import (
 	"github.com/lockbank/lockbank/bench/locks"
 )
 
-// cycles is the result of one throughput measurement.
+// cycles is the result of one throughput measurement, summed over its slices.
 type cycles struct {
 	Workers      int     `json:"workers"`
+	Slices       int     `json:"slices"`
 	Cycles       int     `json:"cycles"`
 	Seconds      float64 `json:"seconds"`
 	CyclesPerSec float64 `json:"cycles_per_sec"`
@@ -24,15 +25,44 @@ type cycles struct {
 	LongestRun int     `json:"longest_run,omitempty"` // most consecutive acquisitions by one worker
 	Errors     int     `json:"errors"`
 	FirstError string  `json:"first_error,omitempty"`
+
+	shared bool // all workers on one resource
+}
+
+// add merges a slice of the same measurement into c.
+func (c *cycles) add(s cycles) {
+	if c.PerWorker == nil {
+		c.PerWorker = make([]int, len(s.PerWorker))
+	}
+	c.Workers, c.shared = s.Workers, s.shared
+	c.Slices++
+	c.Cycles += s.Cycles
+	c.Seconds += s.Seconds
+	for i, n := range s.PerWorker {
+		c.PerWorker[i] += n
+	}
+	c.LongestRun = max(c.LongestRun, s.LongestRun)
+	c.Errors += s.Errors
+	if c.FirstError == "" {
+		c.FirstError = s.FirstError
+	}
+	if c.Seconds > 0 {
+		c.CyclesPerSec = float64(c.Cycles) / c.Seconds
+	}
+	if c.shared && c.Cycles > 0 {
+		mean := float64(c.Cycles) / float64(len(c.PerWorker))
+		c.MinOfMean = float64(slices.Min(c.PerWorker)) / mean
+		c.MaxOfMean = float64(slices.Max(c.PerWorker)) / mean
+	}
 }
 
 // measureCycles runs one worker per entry of resources, each acquiring and
 // releasing its resource in a loop (several workers may name the same one).
-// It counts the acquisitions made after the warm-up and before the end of
-// cfg.duration, or until cfg.maxCycles of them.
-func measureCycles(ctx context.Context, lk locks.Locker, resources []string, cfg config) cycles {
+// It counts the acquisitions made after the warm-up and before d has passed,
+// or until cfg.maxCycles of them.
+func measureCycles(ctx context.Context, lk locks.Locker, resources []string, d time.Duration, cfg config) cycles {
 	start := time.Now().Add(cfg.warmup)
-	end := start.Add(cfg.duration)
+	end := start.Add(d)
 	ctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 
@@ -102,16 +132,10 @@ func measureCycles(ctx context.Context, lk locks.Locker, resources []string, cfg
 	}
 	c := cycles{Workers: len(resources), Cycles: int(total.Load()), PerWorker: perWorker, Errors: errs}
 	c.Seconds = stop.Sub(start).Seconds()
-	if c.Seconds > 0 {
-		c.CyclesPerSec = float64(c.Cycles) / c.Seconds
-	}
 	if firstErr != nil {
 		c.FirstError = firstErr.Error()
 	}
-	if shared := len(resources) > 1 && resources[0] == resources[1]; shared && c.Cycles > 0 {
-		mean := float64(c.Cycles) / float64(len(perWorker))
-		c.MinOfMean = float64(slices.Min(perWorker)) / mean
-		c.MaxOfMean = float64(slices.Max(perWorker)) / mean
+	if c.shared = len(resources) > 1 && resources[0] == resources[1]; c.shared {
 		c.LongestRun = longestRun(order)
 	}
 	return c

@@ -38,6 +38,7 @@ type postgresInfo struct {
 
 type settings struct {
 	Duration      string `json:"duration"`
+	Slices        int    `json:"slices"`
 	Warmup        string `json:"warmup"`
 	Workers       int    `json:"workers"`
 	MaxCycles     int    `json:"max_cycles"`
@@ -65,7 +66,7 @@ func newResults(cfg config, pg postgresInfo) *results {
 		Machine:  machine{NumCPU: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgStart: loadAvg()},
 		Postgres: pg,
 		Settings: settings{
-			Duration: cfg.duration.String(), Warmup: cfg.warmup.String(), Workers: cfg.workers, MaxCycles: cfg.maxCycles,
+			Duration: cfg.duration.String(), Slices: cfg.slices, Warmup: cfg.warmup.String(), Workers: cfg.workers, MaxCycles: cfg.maxCycles,
 			HandoffRounds: cfg.handoffRounds, HandoffTime: cfg.handoffTime.String(), HandoffPause: cfg.handoffPause.String(),
 			LeaseTTL: locks.LeaseTTL.String(),
 		},
