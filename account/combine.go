@@ -55,7 +55,8 @@ type outcome struct {
 }
 
 // combiner keeps a queue per account with changes waiting; a queue exists
-// exactly while one goroutine (its worker) drains it.
+// exactly while one goroutine works on the account: the first submitter,
+// applying its own change, then a worker that drains what queued behind it.
 type combiner struct {
 	mu     sync.Mutex
 	queues map[int64][]*change
@@ -69,10 +70,23 @@ func (s *Service) submit(ch *change) (Result, error) {
 	id := ch.c.AccountID
 	s.combine.mu.Lock()
 	q, busy := s.combine.queues[id]
-	s.combine.queues[id] = append(q, ch)
 	if !busy {
-		go s.drain(id)
+		// Nobody is working on this account: apply ch at once, on this
+		// goroutine (no hand-off to pay for the common, uncontended case),
+		// and leave whatever queued meanwhile to a worker.
+		s.combine.queues[id] = nil
+		s.combine.mu.Unlock()
+		out := s.applyBatch([]*change{ch})[0]
+		s.combine.mu.Lock()
+		if len(s.combine.queues[id]) == 0 {
+			delete(s.combine.queues, id)
+		} else {
+			go s.drain(id)
+		}
+		s.combine.mu.Unlock()
+		return out.res, out.err
 	}
+	s.combine.queues[id] = append(q, ch)
 	s.combine.mu.Unlock()
 
 	select {
