@@ -91,7 +91,8 @@ func startOwnCluster(ctx context.Context, leaseTTL time.Duration, nodes int, tl 
 	}
 	names := []string{"node-a", "node-b", "node-c"}[:nodes]
 	tl.note("starting an own cluster: PostgreSQL, %s (demo mode, lease TTL %s)", strings.Join(names, ", "), leaseTTL)
-	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pgdata")})
+	// Room for three nodes' pools and bench's raw-SQL baseline at 256 clients.
+	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pgdata"), Settings: []string{"max_connections=400"}})
 	if err != nil {
 		return nil, fmt.Errorf("PostgreSQL for the own cluster: %w (or pass --targets)", err)
 	}
