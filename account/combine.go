@@ -59,7 +59,14 @@ type outcome struct {
 // applying its own change, then a worker that drains what queued behind it.
 type combiner struct {
 	mu     sync.Mutex
-	queues map[int64][]*change
+	queues map[queueKey][]*change
+}
+
+// queueKey separates an account's row changes from its lease withdrawals:
+// they lock differently, so they cannot share a transaction.
+type queueKey struct {
+	account  int64
+	strategy Strategy
 }
 
 // submit queues ch and waits for its outcome or for ch.ctx to end. A change
@@ -67,7 +74,7 @@ type combiner struct {
 // waited for: it may commit, and its caller must not be told it did not.
 func (s *Service) submit(ch *change) (Result, error) {
 	ch.done = make(chan outcome, 1)
-	id := ch.c.AccountID
+	id := queueKey{ch.c.AccountID, ch.c.Strategy}
 	s.combine.mu.Lock()
 	q, busy := s.combine.queues[id]
 	if !busy {
@@ -108,9 +115,9 @@ func (s *Service) submit(ch *change) (Result, error) {
 	return out.res, out.err
 }
 
-// drain is the worker of account id's queue: it applies batches until the
-// queue is empty, then removes it.
-func (s *Service) drain(id int64) {
+// drain is the worker of queue id: it applies batches until the queue is
+// empty, then removes it.
+func (s *Service) drain(id queueKey) {
 	for {
 		s.combine.mu.Lock()
 		batch, rest := takeBatch(s.combine.queues[id])
@@ -148,27 +155,21 @@ func takeBatch(queue []*change) (batch, rest []*change) {
 	return batch, rest
 }
 
-// applyBatch runs batch (changes of one account) in one transaction, retried
-// when PostgreSQL aborts it for concurrency alone, and returns each change's
-// outcome.
+// applyBatch runs batch (changes of one account, one strategy) in one
+// transaction, retried when PostgreSQL aborts it for concurrency alone, and
+// returns each change's outcome.
 func (s *Service) applyBatch(batch []*change) []outcome {
-	// The transaction outlives any one client: it ends when the last of
-	// them would have given up, or after batchTimeout.
-	deadline := time.Now().Add(batchTimeout)
-	for _, ch := range batch {
-		if d, ok := ch.ctx.Deadline(); ok && d.After(deadline) {
-			deadline = d
-		}
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := batchContext(batch)
 	defer cancel()
-
+	if batch[0].c.Strategy == StrategyLease {
+		return s.applyLeased(ctx, batch)
+	}
 	outs := make([]outcome, len(batch))
 	const attempts = 5
 	var err error
 	for attempt := range attempts {
 		clear(outs)
-		err = s.runBatch(ctx, batch, outs)
+		err = s.runBatch(ctx, batch, outs, nil)
 		// A unique violation means a request with one of our keys committed
 		// first on a path without the row lock; the next attempt replays it.
 		if err == nil || attempt == attempts-1 || !(retryable(err) || uniqueViolation(err)) {
@@ -176,11 +177,28 @@ func (s *Service) applyBatch(batch []*change) []outcome {
 		}
 	}
 	if err != nil {
-		for i, ch := range batch {
-			outs[i] = outcome{err: wrap(ch.kind, err)}
-		}
+		failAll(outs, batch, err)
 	}
 	return outs
+}
+
+// batchContext bounds a batch's work. The transaction outlives any one
+// client: it ends when the last of them would have given up, or after
+// batchTimeout.
+func batchContext(batch []*change) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(batchTimeout)
+	for _, ch := range batch {
+		if d, ok := ch.ctx.Deadline(); ok && d.After(deadline) {
+			deadline = d
+		}
+	}
+	return context.WithDeadline(context.Background(), deadline)
+}
+
+func failAll(outs []outcome, batch []*change, err error) {
+	for i, ch := range batch {
+		outs[i] = outcome{err: wrap(ch.kind, err)}
+	}
 }
 
 // plannedEntry is a change that passed every check: its ledger entry.
@@ -197,6 +215,8 @@ type batchPlan struct {
 	maxToken       int64
 	planned        []plannedEntry
 	refusals       []*change
+	// lease, for a lease batch: its token goes on every entry.
+	lease *lockmgr.Lease
 }
 
 // runBatch applies batch in one transaction of two round trips: BEGIN, the
@@ -204,7 +224,11 @@ type batchPlan struct {
 // the other (a fenced change or a replay adds one round trip). Each round
 // trip costs a write and a read on both ends, which on a small machine is
 // much of the price of a transaction.
-func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome) error {
+//
+// With a lease (the lease strategy), the account row is read without a
+// lock, the lease's fence is checked in the transaction, and the write lands
+// only if the balance is still the one read (else errBalanceMoved).
+func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome, lease *lockmgr.Lease) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -212,7 +236,7 @@ func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome)
 	// Release destroys a connection left inside a transaction.
 	defer conn.Release()
 
-	plan, err := readBatch(ctx, conn, batch, outs)
+	plan, err := readBatch(ctx, conn, batch, outs, lease)
 	if err == nil && plan == nil {
 		err = errNothingToWrite
 	}
@@ -226,17 +250,35 @@ func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome)
 		}
 		return err
 	}
-	return writeBatch(ctx, conn, batch, plan, outs)
+	err = writeBatch(ctx, conn, batch, plan, outs)
+	if lease != nil && balanceMoved(err) {
+		return errBalanceMoved
+	}
+	return err
 }
 
-// errNothingToWrite ends a batch whose account does not exist.
+// errNothingToWrite ends a batch whose account does not exist, or whose
+// lease the fence refused.
 var errNothingToWrite = errors.New("nothing to write")
 
-// readBatch begins the transaction, locks the account row, reads the stored
-// outcomes of the batch's keys and checks its fencing tokens, then decides
-// every change in order against the running balance. A nil plan means the
-// account does not exist (every outcome says so).
-func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []outcome) (*batchPlan, error) {
+// errBalanceMoved: a writer without the lease (a row change) changed the
+// balance between a lease batch's read and its write.
+var errBalanceMoved = errors.New("balance changed since it was read")
+
+// balanceMoved reports whether err is sqlApplyBatch's guard: the balance was
+// not the one the batch read, so its CASE wrote NULL.
+func balanceMoved(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23502" && pgErr.ColumnName == "balance"
+}
+
+// readBatch begins the transaction, locks the account row (or, with a lease,
+// reads it unlocked and checks the lease's fence), reads the stored outcomes
+// of the batch's keys and checks its fencing tokens, then decides every
+// change in order against the running balance. A nil plan means there is
+// nothing to write: the account does not exist, or the fence refused the
+// lease (every outcome says which).
+func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []outcome, lease *lockmgr.Lease) (*batchPlan, error) {
 	id := batch[0].c.AccountID
 	var keys []string
 	for _, ch := range batch {
@@ -246,12 +288,16 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []
 	}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(sqlLockAccount, id)
+	if lease == nil {
+		b.Queue(sqlLockAccount, id)
+	} else {
+		b.Queue(sqlReadBalance, id)
+	}
 	if len(keys) > 0 {
 		b.Queue(sqlGetIdempotencies, id, keys)
 	}
 	br := conn.SendBatch(ctx, b)
-	plan := &batchPlan{}
+	plan := &batchPlan{lease: lease}
 	var stored map[string]*storedResult
 	_, err := br.Exec()
 	if err == nil {
@@ -274,6 +320,20 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []
 	}
 	if err := loadStoredEntries(ctx, conn, stored); err != nil {
 		return nil, err
+	}
+	if lease != nil {
+		if err := lockmgr.CheckFence(ctx, conn, lease.Resource, lease.Token); err != nil {
+			refusal := fenceRefusal(err, lease.Token)
+			if !isRefusal(refusal) {
+				return nil, refusal
+			}
+			// A stale holder learns nothing and records nothing.
+			for i := range outs {
+				outs[i].err = refusal
+			}
+			return nil, nil
+		}
+		plan.maxToken = lease.Token
 	}
 	fences := map[int64]error{}
 	for _, ch := range batch {
@@ -346,6 +406,9 @@ func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, plan *
 			amounts[j], afters[j] = ch.c.Amount, p.after
 			if t := ch.c.FenceToken; t != 0 {
 				tokens[j] = &t
+			}
+			if plan.lease != nil {
+				tokens[j] = &plan.lease.Token
 			}
 			keys[j], hashes[j] = nullable(ch.c.IdempotencyKey), nullable(hashIfKeyed(ch.c, ch.hash))
 		}

@@ -3,6 +3,7 @@ package account
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -226,7 +227,7 @@ func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
 	}()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		s.combine.mu.Lock()
-		queued := len(s.combine.queues[a.ID])
+		queued := len(s.combine.queues[queueKey{a.ID, StrategyRow}])
 		s.combine.mu.Unlock()
 		if queued == 1 {
 			break
@@ -328,8 +329,8 @@ func TestBatchRefusesAMovedBalance(t *testing.T) {
 	_, err = pool.Exec(ctx, sqlApplyBatch, a.ID, int64(99), int64(-10), int64(0),
 		[]int32{0}, []string{KindWithdrawal}, []int64{10}, []int64{89}, []string{"row"}, []*int64{nil}, []*string{nil}, []*string{nil})
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "23502" {
-		t.Fatalf("a batch write against a balance that moved: %v; want a not-null violation", err)
+	if !errors.As(err, &pgErr) || pgErr.Code != "23502" || !balanceMoved(err) {
+		t.Fatalf("a batch write against a balance that moved: %v; want a not-null violation on balance", err)
 	}
 	var balance, entries int64
 	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1), count(*) FROM ledger_entries WHERE account_id = $1`,
@@ -380,5 +381,55 @@ func TestBatchSessionEndedWhileWaiting(t *testing.T) {
 	var balance int64
 	if err := pool.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1`, a.ID).Scan(&balance); err != nil || balance != 100 {
 		t.Fatalf("balance %d (%v); want 100", balance, err)
+	}
+}
+
+// TestLeaseBatchFencedAsOne: a lease batch whose lease was superseded is
+// refused by the fence as a whole — every withdrawal gets the stale-token
+// refusal and nothing is written or recorded.
+func TestLeaseBatchFencedAsOne(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	s := NewService(pool, Options{Locks: locks})
+	a, err := s.Create(ctx, "alice", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := locks.TryAcquire(ctx, LeaseResource(a.ID), "paused", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Release(ctx, LeaseResource(a.ID), stale.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := locks.TryAcquire(ctx, LeaseResource(a.ID), "newer", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var batch []*change
+	for i := range 3 {
+		c := Change{AccountID: a.ID, Amount: 10, Strategy: StrategyLease, IdempotencyKey: fmt.Sprint("k", i)}
+		batch = append(batch, &change{ctx: ctx, kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)})
+	}
+	outs := make([]outcome, len(batch))
+	if err := s.runBatch(ctx, batch, outs, stale); err != nil {
+		t.Fatal(err)
+	}
+	for i, out := range outs {
+		var e *Error
+		if !errors.As(out.err, &e) || e.Code != CodeStaleFencingToken {
+			t.Errorf("withdrawal %d under a superseded lease: %v; want %s", i, out.err, CodeStaleFencingToken)
+		}
+	}
+	var balance, entries, keys int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1),
+		(SELECT count(*) FROM ledger_entries WHERE account_id = $1), (SELECT count(*) FROM idempotency_keys WHERE account_id = $1)`,
+		a.ID).Scan(&balance, &entries, &keys); err != nil {
+		t.Fatal(err)
+	}
+	if balance != 100 || entries != 0 || keys != 0 {
+		t.Fatalf("after a fenced batch: balance %d, %d entries, %d keys; want 100, 0, 0", balance, entries, keys)
 	}
 }

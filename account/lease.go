@@ -20,34 +20,21 @@ var errBalanceChanged = errors.New("balance changed since it was read")
 // the new absolute balance. With the fence, the write lands only if the
 // lease's token is still the newest live grant and the balance is still the
 // one read; on a changed balance alone it reads again while the lease lasts.
+//
+// Plain lease withdrawals go through the account's queue: one lease and one
+// transaction serve every withdrawal queued behind it (applyLeased). The
+// demonstrations — a hold, or no fence — go alone, below.
 func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) {
-	// Refuse a missing account before taking a lease named after it.
-	var exists bool
-	if err := s.pool.QueryRow(ctx, sqlAccountExists, c.AccountID).Scan(&exists); err != nil {
-		return Result{}, wrap(KindWithdrawal, err)
+	if c.Strategy == StrategyLease && c.Hold == 0 {
+		return s.submit(&change{ctx: ctx, kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)})
 	}
-	if !exists {
-		return Result{}, notFound(c.AccountID)
-	}
-
-	resource := LeaseResource(c.AccountID)
-	waitCtx, cancel := context.WithTimeout(ctx, s.leaseWait)
-	lease, err := s.locks.Acquire(waitCtx, resource, s.node, s.leaseTTL)
-	cancel()
+	lease, err := s.takeLease(ctx, c.AccountID)
 	if err != nil {
-		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			return Result{}, errorf(CodeLockTimeout, "account %d stayed locked for %s; retry shortly", c.AccountID, s.leaseWait)
-		}
-		return Result{}, fmt.Errorf("withdrawal: lease: %w", err)
+		return Result{}, err
 	}
-	defer func() {
-		// Release even when the client went away. After a pause the lease may
-		// belong to someone else: then Release refuses to touch it, rightly.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = s.locks.Release(rctx, resource, lease.ID)
-	}()
+	defer s.releaseLease(ctx, lease)
 
+	resource := lease.Resource
 	fenced := c.Strategy == StrategyLease
 	hash := requestHash(KindWithdrawal, c)
 	hold := c.Hold
@@ -112,4 +99,65 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 			return Result{}, wrap(KindWithdrawal, err)
 		}
 	}
+}
+
+// applyLeased is the lease strategy for a batch of one account's
+// withdrawals: the lease is taken once and covers them all, its token goes
+// on every entry, and the fence is checked once, in their transaction.
+func (s *Service) applyLeased(ctx context.Context, batch []*change) []outcome {
+	outs := make([]outcome, len(batch))
+	id := batch[0].c.AccountID
+	lease, err := s.takeLease(ctx, id)
+	if err != nil {
+		failAll(outs, batch, err)
+		return outs
+	}
+	defer s.releaseLease(ctx, lease)
+	for attempt := 0; ; attempt++ {
+		clear(outs)
+		err := s.runBatch(ctx, batch, outs, lease)
+		switch {
+		case err == nil:
+			return outs
+		case errors.Is(err, errBalanceMoved), retryable(err), uniqueViolation(err):
+			if time.Now().Before(lease.Deadline()) && attempt < 100 {
+				continue
+			}
+			err = errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", id)
+		}
+		failAll(outs, batch, err)
+		return outs
+	}
+}
+
+// takeLease takes account id's lease, waiting up to leaseWait.
+// Errors: CodeAccountNotFound, CodeLockTimeout.
+func (s *Service) takeLease(ctx context.Context, id int64) (*lockmgr.Lease, error) {
+	// Refuse a missing account before taking a lease named after it.
+	var exists bool
+	if err := s.pool.QueryRow(ctx, sqlAccountExists, id).Scan(&exists); err != nil {
+		return nil, wrap(KindWithdrawal, err)
+	}
+	if !exists {
+		return nil, notFound(id)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, s.leaseWait)
+	lease, err := s.locks.Acquire(waitCtx, LeaseResource(id), s.node, s.leaseTTL)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return nil, errorf(CodeLockTimeout, "account %d stayed locked for %s; retry shortly", id, s.leaseWait)
+		}
+		return nil, fmt.Errorf("withdrawal: lease: %w", err)
+	}
+	return lease, nil
+}
+
+// releaseLease gives the lease back, even when the client went away. After a
+// pause the lease may belong to someone else: then Release refuses to touch
+// it, rightly.
+func (s *Service) releaseLease(ctx context.Context, lease *lockmgr.Lease) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = s.locks.Release(rctx, lease.Resource, lease.ID)
 }
