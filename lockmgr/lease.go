@@ -97,3 +97,37 @@ func scanStatus(row pgx.CollectableRow) (Status, error) {
 	}
 	return s, nil
 }
+
+// collectAttempt reads the one row of sqlTryAcquire: a lease when granted,
+// else a *HeldError naming the holder.
+func collectAttempt(rows pgx.Rows) (*Lease, *HeldError, error) {
+	type attempt struct {
+		granted bool
+		lease   Lease
+		leaseID *string // NULL when held: the holder's secret stays with it
+		now     time.Time
+	}
+	a, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (attempt, error) {
+		var (
+			a     attempt
+			ttlMS int64
+		)
+		l := &a.lease
+		err := row.Scan(&a.granted, &l.Resource, &l.Holder, &l.Token, &a.leaseID, &l.AcquiredAt, &l.ExpiresAt, &ttlMS, &a.now)
+		l.TTL = time.Duration(ttlMS) * time.Millisecond
+		return a, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !a.granted {
+		// Held when we asked, even if released since: Remaining 0 then, so
+		// that Acquire asks again at once.
+		return nil, &HeldError{Resource: a.lease.Resource, Holder: a.lease.Holder, ExpiresAt: a.lease.ExpiresAt,
+			Remaining: max(0, a.lease.ExpiresAt.Sub(a.now))}, nil
+	}
+	if a.leaseID != nil {
+		a.lease.ID = *a.leaseID
+	}
+	return &a.lease, nil, nil
+}

@@ -46,44 +46,35 @@ func (m *Manager) Close() { m.listener.close() }
 
 // TryAcquire grants a lease on resource to holder for ttl if nobody holds a
 // live one, taking over a lease that has run out or been released. It never
-// waits. Errors: ErrHeld (as *HeldError), ErrInvalid.
+// waits. One round trip; when the lock is held it writes nothing. Errors:
+// ErrHeld (as *HeldError), ErrInvalid.
 func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
 	if err := validate(resource, holder, ttl); err != nil {
 		return nil, err
 	}
-	// The row can vanish between our statements (a cleanup); try again then.
-	for range 3 {
-		start := time.Now()
-		id := newLeaseID()
-		for _, stmt := range []string{sqlTakeover, sqlFirstGrant} {
-			rows, _ := m.pool.Query(ctx, stmt, resource, holder, id, ttl.Milliseconds())
-			l, err := pgx.CollectExactlyOneRow(rows, scanLease)
-			if err == nil {
-				l.deadline = start.Add(ttl - m.margin(ttl))
-				return &l, nil
-			}
-			if lockNotAvailable(err) {
-				// A fenced writer holds the lease row (CheckFence) longer than
-				// the session's lock_timeout: the lease is in use; say who has it.
-				break
-			}
-			if !errors.Is(err, pgx.ErrNoRows) {
-				return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
-			}
-		}
-		rows, _ := m.pool.Query(ctx, sqlHolder, resource)
-		s, err := pgx.CollectExactlyOneRow(rows, scanStatus)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
-		}
-		// Held when we tried, even if released since: report it, with no
-		// time left, so that Acquire tries again at once.
-		return nil, &HeldError{Resource: resource, Holder: s.Holder, ExpiresAt: s.ExpiresAt, Remaining: s.Remaining}
+	start := time.Now()
+	rows, _ := m.pool.Query(ctx, sqlTryAcquire, resource, holder, newLeaseID(), ttl.Milliseconds())
+	l, held, err := collectAttempt(rows)
+	switch {
+	case err == nil && held != nil:
+		return nil, held
+	case err == nil:
+		l.deadline = start.Add(ttl - m.margin(ttl))
+		return l, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("lockmgr: acquire %s: the lease row kept vanishing; try again", resource)
+	case !lockNotAvailable(err):
+		return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
 	}
-	return nil, fmt.Errorf("lockmgr: acquire %s: the lease row kept vanishing; try again", resource)
+	// A fenced writer holds the lease row (CheckFence) longer than the
+	// session's lock_timeout: the lease is in use; say who has it, with no
+	// time left, so that Acquire tries again at once.
+	rows, _ = m.pool.Query(ctx, sqlHolder, resource)
+	s, err := pgx.CollectExactlyOneRow(rows, scanStatus)
+	if err != nil {
+		return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
+	}
+	return nil, &HeldError{Resource: resource, Holder: s.Holder, ExpiresAt: s.ExpiresAt, Remaining: s.Remaining}
 }
 
 // Acquire is TryAcquire that waits until the lease is granted or ctx ends.

@@ -7,38 +7,16 @@ package lockmgr
 
 const leaseColumns = `resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms`
 
-// Takes over a resource whose newest lease has run out or been released. The
-// UPDATE takes the row lock, so two takeovers of one resource serialize; the
-// loser re-checks the WHERE against the winner's row and matches nothing.
-// nextval is evaluated for the row version that is finally updated, after any
-// wait for the lock, so the new token is above every token granted before.
-const sqlTakeover = `
-WITH granted AS (
-    UPDATE leases
-    SET holder = $2, token = nextval('fencing_tokens'), lease_id = $3,
-        acquired_at = now(), expires_at = now() + $4 * interval '1 millisecond', ttl_ms = $4
-    WHERE resource = $1 AND expires_at <= now()
-    RETURNING ` + leaseColumns + `
-), logged AS (
-    INSERT INTO lease_grants (token, resource, holder, granted_at)
-    SELECT token, resource, holder, acquired_at FROM granted
-)
-SELECT ` + leaseColumns + ` FROM granted`
-
-// First grant of a resource that has no row. ON CONFLICT DO NOTHING: when a
-// concurrent first grant wins, ours writes nothing (its token is burnt, never
-// used), and the caller sees the resource as held.
-const sqlFirstGrant = `
-WITH granted AS (
-    INSERT INTO leases (resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms)
-    VALUES ($1, $2, nextval('fencing_tokens'), $3, now(), now() + $4 * interval '1 millisecond', $4)
-    ON CONFLICT (resource) DO NOTHING
-    RETURNING ` + leaseColumns + `
-), logged AS (
-    INSERT INTO lease_grants (token, resource, holder, granted_at)
-    SELECT token, resource, holder, acquired_at FROM granted
-)
-SELECT ` + leaseColumns + ` FROM granted`
+// Grants a lease in one round trip (function lockmgr_try_acquire, migration
+// 00003): takes over a lease that has run out or been released, makes the
+// first grant of a new resource, or reports the holder. Taking over locks
+// the row, so two takeovers serialize and the loser reports the winner; the
+// token is drawn after any wait for that lock, so it is above every token
+// granted before. Reporting a holder only reads: no transaction id, no
+// token, no WAL flush, however often waiters ask.
+const sqlTryAcquire = `
+SELECT granted, ` + leaseColumns + `, db_now
+FROM lockmgr_try_acquire($1, $2, $3, $4)`
 
 // Who holds a resource, and the database's clock to measure the wait by.
 const sqlHolder = `
