@@ -433,3 +433,55 @@ func TestLeaseBatchFencedAsOne(t *testing.T) {
 		t.Fatalf("after a fenced batch: balance %d, %d entries, %d keys; want 100, 0, 0", balance, entries, keys)
 	}
 }
+
+// TestOneAccountPerTransaction is invariant 8 under the combining: many
+// clients on a few accounts, row and lease, deposits and withdrawals — and
+// no transaction's ledger entries span two accounts.
+func TestOneAccountPerTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	s := NewService(pool, Options{Locks: locks, LeaseWait: time.Minute})
+	var ids []int64
+	for range 3 {
+		a, err := s.Create(ctx, "alice", 1_000_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, a.ID)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 48 {
+		wg.Go(func() {
+			<-start
+			for j := range 10 {
+				c := Change{AccountID: ids[(i+j)%len(ids)], Amount: 7, Strategy: []Strategy{StrategyRow, StrategyLease}[i%2]}
+				var err error
+				if j%3 == 0 {
+					c.Strategy = ""
+					_, err = s.Deposit(ctx, c)
+				} else {
+					_, err = s.Withdraw(ctx, c)
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	var entries, txs, spanning int64
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text),
+		(SELECT count(*) FROM (SELECT xmin::text FROM ledger_entries GROUP BY 1 HAVING count(DISTINCT account_id) > 1) x)
+		FROM ledger_entries`).Scan(&entries, &txs, &spanning); err != nil {
+		t.Fatal(err)
+	}
+	if entries != 480 || spanning != 0 {
+		t.Fatalf("%d entries in %d transactions, %d of them spanning accounts; want 480 entries and none spanning", entries, txs, spanning)
+	}
+	t.Logf("480 entries in %d transactions, each on one account", txs)
+}
