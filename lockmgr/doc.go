@@ -18,7 +18,12 @@
 // Renew and Release act only on the caller's own grant, named by its secret
 // lease id; releasing twice is harmless. Acquire waits without polling: it
 // wakes on a release (LISTEN/NOTIFY on a dedicated connection) or, at the
-// latest, when the current lease runs out.
+// latest, when the current lease runs out. Callers of one Manager waiting
+// for one resource are served first come, first served: only the first of
+// them asks the database, and a release through the Manager hands the lock
+// on to the next at once (the database still decides who gets it). A
+// release sends its notification only when some Manager waits for the
+// resource, so uncontended locks never pay for one.
 //
 // TryAcquire is one round trip; when the lock is held it writes nothing, so
 // waiters asking cost the database no transaction and no WAL flush.

@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,6 +27,9 @@ type Manager struct {
 	pool     *pgxpool.Pool
 	margin   func(time.Duration) time.Duration
 	listener *listener
+
+	mu    sync.Mutex
+	lines map[string]*line // Acquire calls waiting, per resource (queue.go)
 }
 
 // New returns a Manager on pool, whose database must be migrated (package
@@ -38,7 +41,9 @@ func New(pool *pgxpool.Pool, opts Options) *Manager {
 	if margin == nil {
 		margin = func(ttl time.Duration) time.Duration { return ttl / 20 }
 	}
-	return &Manager{pool: pool, margin: margin, listener: newListener(pool.Config().ConnConfig)}
+	m := &Manager{pool: pool, margin: margin, lines: map[string]*line{}}
+	m.listener = newListener(pool.Config().ConnConfig, m.released, m.wakeAll)
+	return m
 }
 
 // Close stops the notification listener. Leases stay as they are.
@@ -46,8 +51,9 @@ func (m *Manager) Close() { m.listener.close() }
 
 // TryAcquire grants a lease on resource to holder for ttl if nobody holds a
 // live one, taking over a lease that has run out or been released. It never
-// waits. One round trip; when the lock is held it writes nothing. Errors:
-// ErrHeld (as *HeldError), ErrInvalid.
+// waits, and it does not queue behind this Manager's Acquire calls. One round
+// trip; when the lock is held it writes nothing. Errors: ErrHeld (as
+// *HeldError), ErrInvalid.
 func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
 	if err := validate(resource, holder, ttl); err != nil {
 		return nil, err
@@ -78,34 +84,73 @@ func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl t
 }
 
 // Acquire is TryAcquire that waits until the lease is granted or ctx ends.
-// A waiter wakes when the holder releases (a notification) or, at the
-// latest, when the current lease runs out by the database's clock (plus a
-// little jitter, so waiters do not stampede), so it never polls on a fixed
-// interval and never depends on a notification arriving.
-// Errors: ErrInvalid, ctx.Err() (wrapping the last *HeldError's news).
+// Callers of one Manager wait in line, first come first served, and only the
+// first of them asks the database (see queue.go). It wakes when the holder
+// releases (at once for a release through this Manager, by a notification
+// for any other) or, at the latest, when the current lease runs out by the
+// database's clock (plus a little jitter, so waiters do not stampede), so it
+// never polls on a fixed interval and never depends on a notification
+// arriving. Errors: ErrInvalid, ctx.Err() (wrapping the last *HeldError's
+// news).
 func (m *Manager) Acquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
-	for {
-		// Subscribe before trying, so a release between the try and the wait
-		// is not missed.
-		wake, unsubscribe := m.listener.subscribe(resource)
-		l, err := m.TryAcquire(ctx, resource, holder, ttl)
-		var held *HeldError
-		if !errors.As(err, &held) {
-			unsubscribe()
-			return l, err
+	if err := validate(resource, holder, ttl); err != nil {
+		return nil, err
+	}
+	w := m.join(resource)
+	defer m.leave(w)
+	var (
+		timer *time.Timer
+		alarm <-chan time.Time
+		last  *HeldError
+	)
+	sleep := func(d time.Duration) {
+		if timer == nil {
+			timer = time.NewTimer(d)
+			alarm = timer.C
+			return
 		}
-		wait := held.Remaining + time.Duration(mrand.Int64N(int64(held.Remaining/50+2*time.Millisecond)))
-		timer := time.NewTimer(wait)
-		select {
-		case <-wake:
-		case <-timer.C:
-		case <-ctx.Done():
+		timer.Reset(d)
+	}
+	defer func() {
+		if timer != nil {
 			timer.Stop()
-			unsubscribe()
-			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), held)
 		}
-		timer.Stop()
-		unsubscribe()
+	}()
+	for {
+		select {
+		case <-w.wake:
+		case <-alarm:
+		case <-ctx.Done():
+			if last != nil {
+				return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+			}
+			return nil, ctx.Err()
+		}
+		head, until := m.turn(w)
+		if !head {
+			continue
+		}
+		if until > 0 && m.ensureRegistered(ctx, w) {
+			// A caller from this line holds the lease: its release here
+			// wakes us; one elsewhere, a notification; else its expiry.
+			sleep(until)
+			continue
+		}
+		l, err := m.TryAcquire(ctx, resource, holder, ttl)
+		if err == nil {
+			m.granted(w, l)
+			return l, nil
+		}
+		if !errors.As(err, &last) {
+			return nil, err
+		}
+		if !m.ensureRegistered(ctx, w) {
+			// Registered just now: a release may have come between our try
+			// and the registration, unannounced. Ask again before sleeping.
+			w.signal()
+			continue
+		}
+		sleep(last.Remaining + jitter(last.Remaining))
 	}
 }
 
@@ -139,13 +184,20 @@ func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
 	if !ValidLeaseID(leaseID) {
 		return ErrNotHolder
 	}
-	tag, err := m.pool.Exec(ctx, sqlRelease, resource, leaseID)
+	var (
+		token    int64
+		notified bool
+	)
+	err := m.pool.QueryRow(ctx, sqlRelease, resource, leaseID).Scan(&token, &notified)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotHolder
+	}
 	if err != nil {
 		return fmt.Errorf("lockmgr: release %s: %w", resource, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotHolder
-	}
+	// Hand on to the next caller in this Manager's line at once, without
+	// waiting for our own notification (if any was sent).
+	m.released(resource, token)
 	return nil
 }
 

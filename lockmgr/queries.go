@@ -33,17 +33,41 @@ WHERE resource = $1 AND lease_id = $2 AND expires_at > clock_timestamp()
 RETURNING ` + leaseColumns
 
 // Releases the caller's own grant (expires it now, keeping the row as the
-// record of the newest grant) and wakes waiters at commit. Releasing a lease
-// that already ran out or was released matches too: releasing twice is
-// harmless. A newer grant has another lease_id, so it is never touched.
+// record of the newest grant). Releasing a lease that already ran out or was
+// released matches too: releasing twice is harmless. A newer grant has
+// another lease_id, so it is never touched.
+//
+// Waiters are woken at commit by a NOTIFY, but only if some Manager waits
+// for the resource (see sqlRegisterWaiter): PostgreSQL serialises every
+// notifying commit in the database, WAL flush included, so a NOTIFY nobody
+// needs would stop unrelated releases from sharing a flush. The try-lock
+// tells: it fails while a waiter's shared lock is held, and when it succeeds
+// it is held until our commit, so a waiter registering meanwhile waits for
+// the commit and then sees the release in its next try. Either way no
+// release can slip between a waiter's registration and its sleep.
 const sqlRelease = `
 WITH released AS (
     UPDATE leases
     SET expires_at = least(expires_at, clock_timestamp())
     WHERE resource = $1 AND lease_id = $2
-    RETURNING resource
+    RETURNING resource, token
 )
-SELECT pg_notify('` + notifyChannel + `', resource) FROM released`
+SELECT token,
+       CASE WHEN pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext(resource)) THEN false
+            ELSE (SELECT true FROM pg_notify('` + notifyChannel + `', resource || ' ' || token))
+       END AS notified
+FROM released`
+
+// A Manager with callers waiting for a resource holds this shared advisory
+// lock on its LISTEN session while they wait, so that releases of the
+// resource notify (sqlRelease). Session advisory locks write nothing; the
+// wait for one is bounded by one release's commit. hashtext collisions only
+// cost a NOTIFY that no one needed.
+const (
+	waitLockClass       = "1818979687" // 'lkmg': lockmgr's own class of two-key advisory locks
+	sqlRegisterWaiter   = `SELECT pg_advisory_lock_shared(` + waitLockClass + `, hashtext($1))`
+	sqlUnregisterWaiter = `SELECT pg_advisory_unlock_shared(` + waitLockClass + `, hashtext($1))`
+)
 
 const sqlGet = `
 SELECT ` + leaseColumns + `, clock_timestamp()
