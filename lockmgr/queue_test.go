@@ -12,6 +12,17 @@ import (
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
+// eventually waits up to 10 s for cond, which a goroutine of the test makes
+// true soon.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
+	}
+}
+
 // TestAcquireIsFairInOneManager: workers sharing one Manager contend on one
 // resource and share a budget of cycles; each takes the next cycle as soon as
 // it has released the last. Every worker's share must be within 50% of the
@@ -79,7 +90,8 @@ func TestReacquireQueuesBehindWaiter(t *testing.T) {
 			}
 			waiter <- l
 		}()
-		time.Sleep(100 * time.Millisecond) // b is queued, asleep until a release
+		// b is queued (and, having found the lock held, asleep until a release).
+		eventually(t, "b to queue", func() bool { return lockmgr.Registered(m, resource) })
 		if err := m.Release(b.ctx, resource, first.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -114,9 +126,7 @@ func TestQueueSurvivesCancelledWaiters(t *testing.T) {
 		err   error
 	}
 	results := make(chan result, 4)
-	wait := func(name string, patience time.Duration) {
-		ctx, cancel := context.WithTimeout(b.ctx, patience)
-		defer cancel()
+	wait := func(ctx context.Context, name string) {
 		l, err := m.Acquire(ctx, "res:cancel", name, 30*time.Second)
 		if l != nil {
 			// Hand on at once, as a worker would when done.
@@ -126,19 +136,22 @@ func TestQueueSurvivesCancelledWaiters(t *testing.T) {
 		}
 		results <- result{name, l, err}
 	}
-	// Queued in this order, 50 ms apart: head gives up, then one behind it.
-	go wait("head-gives-up", 300*time.Millisecond)
-	time.Sleep(50 * time.Millisecond)
-	go wait("patient-1", 20*time.Second)
-	time.Sleep(50 * time.Millisecond)
-	go wait("middle-gives-up", 300*time.Millisecond)
-	time.Sleep(50 * time.Millisecond)
-	go wait("patient-2", 20*time.Second)
-
+	// Queued in this order; the head gives up, and so does one behind it.
+	patient, cancelPatient := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancelPatient()
+	impatient, giveUp := context.WithCancel(b.ctx)
+	for i, w := range []struct {
+		name string
+		ctx  context.Context
+	}{{"head-gives-up", impatient}, {"patient-1", patient}, {"middle-gives-up", impatient}, {"patient-2", patient}} {
+		go wait(w.ctx, w.name)
+		eventually(t, w.name+" to queue", func() bool { return lockmgr.Waiting(m, "res:cancel") == i+1 })
+	}
+	giveUp()
 	for range 2 {
 		r := <-results
-		if !errors.Is(r.err, context.DeadlineExceeded) {
-			t.Fatalf("%s: %v, want DeadlineExceeded while the lease is held", r.name, r.err)
+		if !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("%s: %v, want Canceled while the lease is held", r.name, r.err)
 		}
 	}
 	if err := m.Release(b.ctx, "res:cancel", holder.ID); err != nil {

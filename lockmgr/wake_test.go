@@ -78,7 +78,9 @@ func TestReleaseNotifiesOnlyWaiters(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(300 * time.Millisecond) // the waiter is asleep until the 30 s lease runs out
+	// The waiter found the lock held and registered: it sleeps until the 30 s
+	// lease runs out unless told of the release.
+	eventually(t, "the waiter to register", func() bool { return lockmgr.Registered(waiterSide, "res:quiet") })
 	released := time.Now()
 	if err := a.Release(ctx, l.Resource, l.ID); err != nil {
 		t.Fatal(err)
