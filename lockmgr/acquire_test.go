@@ -183,3 +183,35 @@ func TestTryAcquireConcurrent(t *testing.T) {
 		t.Fatalf("lease_grants has %d rows (%v), want %d: one per grant", n, err, acquirers)
 	}
 }
+
+// TestLazyReleaseStaysInItsTransaction: a release commits without waiting
+// for its flush, but that setting must end with its transaction — the next
+// statement on the same session (a grant, a renewal, a bankd write) commits
+// synchronously as before.
+func TestLazyReleaseStaysInItsTransaction(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, pgtest.URL(t), func(c *pgxpool.Config) {
+		c.MaxConns = 1 // one session: the release's and the SHOW's
+		c.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
+	})
+	m := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(m.Close)
+	ctx := context.Background()
+	l, err := m.TryAcquire(ctx, "lazy", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(ctx, "lazy", l.ID); err != nil {
+		t.Fatal(err)
+	}
+	var setting string
+	if err := pool.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&setting); err != nil {
+		t.Fatal(err)
+	}
+	if setting != "on" {
+		t.Fatalf("synchronous_commit after a release: %q; want on", setting)
+	}
+	if _, err := m.TryAcquire(ctx, "lazy", "b", time.Minute); err != nil {
+		t.Fatalf("after the release: %v", err)
+	}
+}

@@ -185,10 +185,10 @@ func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
 		return ErrNotHolder
 	}
 	var (
-		token    int64
-		notified bool
+		token          int64
+		notified, lazy bool
 	)
-	err := m.pool.QueryRow(ctx, sqlRelease, resource, leaseID).Scan(&token, &notified)
+	err := m.pool.QueryRow(ctx, sqlRelease, resource, leaseID).Scan(&token, &notified, &lazy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotHolder
 	}

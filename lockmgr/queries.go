@@ -45,6 +45,17 @@ RETURNING ` + leaseColumns
 // it is held until our commit, so a waiter registering meanwhile waits for
 // the commit and then sees the release in its next try. Either way no
 // release can slip between a waiter's registration and its sleep.
+//
+// A release commits without waiting for its WAL flush (synchronous_commit
+// off for this transaction only; set_config(…, true) lasts until its end,
+// and PostgreSQL reads the setting when it commits). That is safe: a release
+// lost in a crash leaves the lease held until its TTL, exactly as if its
+// holder had crashed, which leases are made for. Nothing else is weakened:
+// the next grant's commit is flushed, and flushing WAL flushes everything
+// before it, this release included, so no grant is ever acknowledged on top
+// of a release a crash could undo. Grants and renewals stay synchronous: a
+// lost grant or renewal would leave a holder believing in a lease the
+// database does not have. A cycle then waits for one flush, not two.
 const sqlRelease = `
 WITH released AS (
     UPDATE leases
@@ -55,7 +66,8 @@ WITH released AS (
 SELECT token,
        CASE WHEN pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext(resource)) THEN false
             ELSE (SELECT true FROM pg_notify('` + notifyChannel + `', resource || ' ' || token))
-       END AS notified
+       END AS notified,
+       set_config('synchronous_commit', 'off', true) = 'off' AS lazy
 FROM released`
 
 // A Manager with callers waiting for a resource holds this shared advisory
