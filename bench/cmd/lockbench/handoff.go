@@ -39,6 +39,10 @@ type handoff struct {
 	P50ms      float64   `json:"p50_ms"`
 	P99ms      float64   `json:"p99_ms"`
 	MaxMs      float64   `json:"max_ms"`
+	// FromCallP50ms measures from the moment the holder calls release
+	// instead of from its return: a release that returns before its commit
+	// is flushed (lockmgr's) moves work from before the return to after it.
+	FromCallP50ms float64 `json:"from_release_call_p50_ms"`
 	SamplesMs  []float64 `json:"samples_ms"`
 	Error      string    `json:"error,omitempty"`
 	TimeLimitS float64   `json:"time_limit_s"`
@@ -49,7 +53,7 @@ const waiterPGEnv = "LOCKBENCH_WAITER_PG_URL"
 
 func measureHandoff(ctx context.Context, impl string, lk locks.Locker, env locks.Env, resource string, cfg config) handoff {
 	h := handoff{TimeLimitS: cfg.handoffTime.Seconds()}
-	samples, err := handoffRounds(ctx, impl, lk, env, resource, cfg)
+	samples, fromCall, err := handoffRounds(ctx, impl, lk, env, resource, cfg)
 	if err != nil {
 		h.Error = err.Error()
 	}
@@ -57,14 +61,22 @@ func measureHandoff(ctx context.Context, impl string, lk locks.Locker, env locks
 	if len(samples) == 0 {
 		return h
 	}
-	ms := make([]float64, len(samples))
-	for i, d := range samples {
-		ms[i] = float64(d) / 1e6
-	}
+	ms := millis(samples)
 	h.SamplesMs = slices.Clone(ms)
 	slices.Sort(ms)
 	h.P50ms, h.P99ms, h.MaxMs = percentile(ms, 0.50), percentile(ms, 0.99), ms[len(ms)-1]
+	callMs := millis(fromCall)
+	slices.Sort(callMs)
+	h.FromCallP50ms = percentile(callMs, 0.50)
 	return h
+}
+
+func millis(ds []time.Duration) []float64 {
+	ms := make([]float64, len(ds))
+	for i, d := range ds {
+		ms[i] = float64(d) / 1e6
+	}
+	return ms
 }
 
 // percentile of sorted values, nearest rank.
@@ -73,10 +85,12 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-func handoffRounds(ctx context.Context, impl string, lk locks.Locker, env locks.Env, resource string, cfg config) ([]time.Duration, error) {
+// handoffRounds returns each round's hand-off latency from the holder's
+// release returning, and from its release call.
+func handoffRounds(ctx context.Context, impl string, lk locks.Locker, env locks.Env, resource string, cfg config) (samples, fromCall []time.Duration, err error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	deadline := time.Now().Add(cfg.handoffTime)
 	// A waiter that never gets the lock is killed: the last round may start
@@ -89,14 +103,14 @@ func handoffRounds(ctx context.Context, impl string, lk locks.Locker, env locks.
 	cmd.Stderr = os.Stderr
 	toWaiter, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fromWaiter, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		toWaiter.Close() // the waiter exits at the end of its input
@@ -117,42 +131,43 @@ func handoffRounds(ctx context.Context, impl string, lk locks.Locker, env locks.
 		return strings.TrimSpace(rest), nil
 	}
 	if _, err := expect("ready"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
-	var samples []time.Duration
 	for round := 0; round < cfg.handoffRounds && time.Now().Before(deadline); round++ {
 		release, err := lk.Acquire(cctx, resource)
 		if err != nil {
-			return samples, err
+			return samples, fromCall, err
 		}
 		if _, err := fmt.Fprintln(toWaiter, "wait"); err != nil {
 			release(cctx)
-			return samples, err
+			return samples, fromCall, err
 		}
 		if _, err := expect("waiting"); err != nil {
 			release(cctx)
-			return samples, err
+			return samples, fromCall, err
 		}
 		time.Sleep(cfg.handoffPause)
+		called := time.Now().UnixNano()
 		if err := release(cctx); err != nil {
-			return samples, err
+			return samples, fromCall, err
 		}
 		t0 := time.Now().UnixNano()
 		at, err := expect("acquired")
 		if err != nil {
-			return samples, err
+			return samples, fromCall, err
 		}
 		t1, err := strconv.ParseInt(at, 10, 64)
 		if err != nil {
-			return samples, err
+			return samples, fromCall, err
 		}
 		if _, err := expect("released"); err != nil {
-			return samples, err
+			return samples, fromCall, err
 		}
 		samples = append(samples, time.Duration(t1-t0))
+		fromCall = append(fromCall, time.Duration(t1-called))
 	}
-	return samples, nil
+	return samples, fromCall, nil
 }
 
 // runWaiter is the "waiter" subcommand: the other side of handoffRounds.
