@@ -35,17 +35,17 @@ import (
 
 // handoff is the result of the hand-off measurement.
 type handoff struct {
-	Rounds     int       `json:"rounds"`
-	P50ms      float64   `json:"p50_ms"`
-	P99ms      float64   `json:"p99_ms"`
-	MaxMs      float64   `json:"max_ms"`
+	Rounds int     `json:"rounds"`
+	P50ms  float64 `json:"p50_ms"`
+	P99ms  float64 `json:"p99_ms"`
+	MaxMs  float64 `json:"max_ms"`
 	// FromCallP50ms measures from the moment the holder calls release
 	// instead of from its return: a release that returns before its commit
 	// is flushed (lockmgr's) moves work from before the return to after it.
-	FromCallP50ms float64 `json:"from_release_call_p50_ms"`
-	SamplesMs  []float64 `json:"samples_ms"`
-	Error      string    `json:"error,omitempty"`
-	TimeLimitS float64   `json:"time_limit_s"`
+	FromCallP50ms float64   `json:"from_release_call_p50_ms"`
+	SamplesMs     []float64 `json:"samples_ms"`
+	Error         string    `json:"error,omitempty"`
+	TimeLimitS    float64   `json:"time_limit_s"`
 }
 
 // waiterPGEnv passes the PostgreSQL URL to the waiter.
