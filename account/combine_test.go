@@ -23,14 +23,7 @@ import (
 func TestBatchDecidesEachChangeInOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := pgtest.New(t)
-	locks := lockmgr.New(pool, lockmgr.Options{})
-	t.Cleanup(locks.Close)
-	s := NewService(pool, Options{Locks: locks})
-	a, err := s.Create(ctx, "alice", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pool, locks, a := newService(t, 100)
 	// A stored success (k0) and a stale fencing token.
 	if _, err := s.Deposit(ctx, Change{AccountID: a.ID, Amount: 5, IdempotencyKey: "k0"}); err != nil {
 		t.Fatal(err)
@@ -140,12 +133,7 @@ func TestTakeBatchKeepsOneKeyPerBatch(t *testing.T) {
 func TestChangesOfOneAccountShareCommits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := pgtest.New(t)
-	s := NewService(pool, Options{})
-	a, err := s.Create(ctx, "alice", 1_000_000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pool, _, a := newService(t, 1_000_000)
 	const clients, each = 64, 10
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -198,12 +186,7 @@ func TestChangesOfOneAccountShareCommits(t *testing.T) {
 func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := pgtest.New(t)
-	s := NewService(pool, Options{})
-	a, err := s.Create(ctx, "alice", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pool, _, a := newService(t, 100)
 	// Another session holds the row: the first batch waits on it.
 	blocker, err := pool.Begin(ctx)
 	if err != nil {
@@ -246,11 +229,7 @@ func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatalf("the change ahead: %v", err)
 	}
-	var balance, entries int64
-	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1), count(*) FROM ledger_entries WHERE account_id = $1`,
-		a.ID).Scan(&balance, &entries); err != nil {
-		t.Fatal(err)
-	}
+	balance, entries, _ := accountState(t, pool, a.ID)
 	if balance != 90 || entries != 1 {
 		t.Fatalf("balance %d with %d entries; want 90 with 1 (the given-up change never applied)", balance, entries)
 	}
@@ -281,31 +260,21 @@ func waitForLockWaiter(t *testing.T, pool *pgxpool.Pool) {
 func TestBatchStatementFailureCommitsNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := pgtest.New(t)
-	s := NewService(pool, Options{})
-	a, err := s.Create(ctx, "alice", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pool, _, a := newService(t, 100)
 	if _, err := pool.Exec(ctx, `
 		CREATE FUNCTION refuse_entries() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN RAISE EXCEPTION 'no entries today'; END $$;
 		CREATE TRIGGER refuse_entries BEFORE INSERT ON ledger_entries FOR EACH ROW EXECUTE FUNCTION refuse_entries()`); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow, IdempotencyKey: "k"})
+	_, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow, IdempotencyKey: "k"})
 	if err == nil || errors.Is(err, ErrOutcomeUnknown) || isRefusal(err) {
 		t.Fatalf("withdrawal with a failing ledger insert: %v; want a certain failure", err)
 	}
 	if _, err := pool.Exec(ctx, `DROP TRIGGER refuse_entries ON ledger_entries`); err != nil {
 		t.Fatal(err)
 	}
-	var balance, entries, keys int64
-	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1),
-		(SELECT count(*) FROM ledger_entries WHERE account_id = $1), (SELECT count(*) FROM idempotency_keys WHERE account_id = $1)`,
-		a.ID).Scan(&balance, &entries, &keys); err != nil {
-		t.Fatal(err)
-	}
+	balance, entries, keys := accountState(t, pool, a.ID)
 	if balance != 100 || entries != 0 || keys != 0 {
 		t.Fatalf("after a failed batch: balance %d, %d entries, %d keys; want 100, 0, 0", balance, entries, keys)
 	}
@@ -320,23 +289,14 @@ func TestBatchStatementFailureCommitsNothing(t *testing.T) {
 func TestBatchRefusesAMovedBalance(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := pgtest.New(t)
-	s := NewService(pool, Options{})
-	a, err := s.Create(ctx, "alice", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = pool.Exec(ctx, sqlApplyBatch, a.ID, int64(99), int64(-10), int64(0),
+	_, pool, _, a := newService(t, 100)
+	_, err := pool.Exec(ctx, sqlApplyBatch, a.ID, int64(99), int64(-10), int64(0),
 		[]int32{0}, []string{KindWithdrawal}, []int64{10}, []int64{89}, []string{"row"}, []*int64{nil}, []*string{nil}, []*string{nil})
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "23502" || !balanceMoved(err) {
 		t.Fatalf("a batch write against a balance that moved: %v; want a not-null violation on balance", err)
 	}
-	var balance, entries int64
-	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1), count(*) FROM ledger_entries WHERE account_id = $1`,
-		a.ID).Scan(&balance, &entries); err != nil {
-		t.Fatal(err)
-	}
+	balance, entries, _ := accountState(t, pool, a.ID)
 	if balance != 100 || entries != 0 {
 		t.Fatalf("balance %d with %d entries; want 100 with 0", balance, entries)
 	}
@@ -348,12 +308,7 @@ func TestBatchRefusesAMovedBalance(t *testing.T) {
 func TestBatchSessionEndedWhileWaiting(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := pgtest.New(t)
-	s := NewService(pool, Options{})
-	a, err := s.Create(ctx, "alice", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pool, _, a := newService(t, 100)
 	blocker, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -390,14 +345,7 @@ func TestBatchSessionEndedWhileWaiting(t *testing.T) {
 func TestLeaseBatchFencedAsOne(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := pgtest.New(t)
-	locks := lockmgr.New(pool, lockmgr.Options{})
-	t.Cleanup(locks.Close)
-	s := NewService(pool, Options{Locks: locks})
-	a, err := s.Create(ctx, "alice", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pool, locks, a := newService(t, 100)
 	stale, err := locks.TryAcquire(ctx, LeaseResource(a.ID), "paused", time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -423,12 +371,7 @@ func TestLeaseBatchFencedAsOne(t *testing.T) {
 			t.Errorf("withdrawal %d under a superseded lease: %v; want %s", i, out.err, CodeStaleFencingToken)
 		}
 	}
-	var balance, entries, keys int64
-	if err := pool.QueryRow(ctx, `SELECT (SELECT balance FROM accounts WHERE id = $1),
-		(SELECT count(*) FROM ledger_entries WHERE account_id = $1), (SELECT count(*) FROM idempotency_keys WHERE account_id = $1)`,
-		a.ID).Scan(&balance, &entries, &keys); err != nil {
-		t.Fatal(err)
-	}
+	balance, entries, keys := accountState(t, pool, a.ID)
 	if balance != 100 || entries != 0 || keys != 0 {
 		t.Fatalf("after a fenced batch: balance %d, %d entries, %d keys; want 100, 0, 0", balance, entries, keys)
 	}
@@ -484,4 +427,31 @@ func TestOneAccountPerTransaction(t *testing.T) {
 		t.Fatalf("%d entries in %d transactions, %d of them spanning accounts; want 480 entries and none spanning", entries, txs, spanning)
 	}
 	t.Logf("480 entries in %d transactions, each on one account", txs)
+}
+
+// newService returns a Service with a lock manager on a fresh database, and
+// an account opened with balance.
+func newService(t *testing.T, balance int64) (*Service, *pgxpool.Pool, *lockmgr.Manager, Account) {
+	t.Helper()
+	pool := pgtest.New(t)
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	s := NewService(pool, Options{Locks: locks, LeaseWait: time.Minute})
+	a, err := s.Create(context.Background(), "alice", balance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, pool, locks, a
+}
+
+// accountState reads account id's balance and how many ledger entries and
+// idempotency records it has.
+func accountState(t *testing.T, pool *pgxpool.Pool, id int64) (balance, entries, keys int64) {
+	t.Helper()
+	if err := pool.QueryRow(context.Background(), `SELECT (SELECT balance FROM accounts WHERE id = $1),
+		(SELECT count(*) FROM ledger_entries WHERE account_id = $1), (SELECT count(*) FROM idempotency_keys WHERE account_id = $1)`,
+		id).Scan(&balance, &entries, &keys); err != nil {
+		t.Fatal(err)
+	}
+	return balance, entries, keys
 }

@@ -170,14 +170,7 @@ func TestTryAcquireConcurrent(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if len(order) != acquirers {
-		t.Fatalf("%d grants, want %d", len(order), acquirers)
-	}
-	for i := 1; i < len(order); i++ {
-		if order[i] <= order[i-1] {
-			t.Fatalf("grant %d got token %d after %d: tokens must strictly increase (%v)", i, order[i], order[i-1], order)
-		}
-	}
+	checkGrants(t, order, acquirers)
 	var n int
 	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM lease_grants WHERE resource = 'res:race'`).Scan(&n); err != nil || n != acquirers {
 		t.Fatalf("lease_grants has %d rows (%v), want %d: one per grant", n, err, acquirers)

@@ -82,14 +82,7 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if len(order) != acquirers {
-		t.Fatalf("%d grants, want %d", len(order), acquirers)
-	}
-	for i := 1; i < len(order); i++ {
-		if order[i] <= order[i-1] {
-			t.Fatalf("grant %d got token %d after %d: tokens must strictly increase (%v)", i, order[i], order[i-1], order)
-		}
-	}
+	checkGrants(t, order, acquirers)
 	// The grant history agrees, token by token.
 	var n int
 	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM lease_grants WHERE resource = 'res:tokens'`).Scan(&n); err != nil || n != acquirers {
@@ -494,5 +487,19 @@ func TestTakeoverBlockedByFenceIsHeld(t *testing.T) {
 	defer m2.Close()
 	if _, err := m2.TryAcquire(b.ctx, "res:fl", "node-b", time.Second); !errors.Is(err, lockmgr.ErrHeld) {
 		t.Fatalf("TryAcquire behind a fenced writer = %v, want ErrHeld", err)
+	}
+}
+
+// checkGrants asserts that want grants were made, in order of strictly
+// increasing tokens (invariant 4).
+func checkGrants(t *testing.T, order []int64, want int) {
+	t.Helper()
+	if len(order) != want {
+		t.Fatalf("%d grants, want %d", len(order), want)
+	}
+	for i := 1; i < len(order); i++ {
+		if order[i] <= order[i-1] {
+			t.Fatalf("grant %d got token %d after %d: tokens must strictly increase (%v)", i, order[i], order[i-1], order)
+		}
 	}
 }
