@@ -180,6 +180,10 @@ func scanEntry(row pgx.CollectableRow) (Entry, error) {
 }
 
 // wrap passes refusals (*Error) through untouched and labels anything else.
+// A session lost outside a commit (a read, the lease's grant or the account
+// check before a lease withdrawal) left the change undone: it is marked
+// errNotCommitted, so that the caller hears "unavailable, retry", not an
+// internal error. A lost commit is ErrOutcomeUnknown already and stays so.
 func wrap(op string, err error) error {
 	var e *Error
 	switch {
@@ -187,6 +191,8 @@ func wrap(op string, err error) error {
 		return e
 	case lockNotAvailable(err):
 		return errorf(CodeLockTimeout, "the account stayed locked longer than this node waits (lock_timeout); retry shortly")
+	case sessionLost(err) && !errors.Is(err, ErrOutcomeUnknown) && !errors.Is(err, errNotCommitted):
+		return fmt.Errorf("%s: %w: %w", op, errNotCommitted, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

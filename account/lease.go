@@ -148,7 +148,7 @@ func (s *Service) takeLease(ctx context.Context, id int64) (*lockmgr.Lease, erro
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			return nil, errorf(CodeLockTimeout, "account %d stayed locked for %s; retry shortly", id, s.leaseWait)
 		}
-		return nil, fmt.Errorf("withdrawal: lease: %w", err)
+		return nil, wrap(KindWithdrawal, fmt.Errorf("lease: %w", err))
 	}
 	return lease, nil
 }

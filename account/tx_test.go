@@ -3,6 +3,8 @@ package account
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -61,4 +63,20 @@ func TestInTxTellsUnknownCommitsFromCertainFailures(t *testing.T) {
 			t.Fatalf("inTx = %v; want the server's refusal as it is", err)
 		}
 	})
+}
+
+// TestWrapTellsLostSessions: a session lost outside a commit is "unavailable,
+// nothing changed"; a commit whose outcome is unknown stays unknown.
+func TestWrapTellsLostSessions(t *testing.T) {
+	lost := wrap(KindWithdrawal, fmt.Errorf("lease: lockmgr: acquire account:1: %w", io.ErrUnexpectedEOF))
+	if !IsUnavailable(lost) || errors.Is(lost, ErrOutcomeUnknown) {
+		t.Errorf("a session lost before any commit: %v; want unavailable", lost)
+	}
+	unknown := wrap(KindWithdrawal, fmt.Errorf("%w: %w", ErrOutcomeUnknown, io.ErrUnexpectedEOF))
+	if !errors.Is(unknown, ErrOutcomeUnknown) || IsUnavailable(unknown) {
+		t.Errorf("a lost commit: %v; want outcome unknown only", unknown)
+	}
+	if other := wrap(KindWithdrawal, errors.New("syntax error")); IsUnavailable(other) {
+		t.Errorf("a plain error: %v; want neither", other)
+	}
 }
