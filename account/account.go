@@ -131,7 +131,7 @@ func (s *Service) Get(ctx context.Context, id int64) (Account, error) {
 		return Account{}, notFound(id)
 	}
 	if err != nil {
-		return Account{}, fmt.Errorf("get account: %w", err)
+		return Account{}, wrap("get account", err)
 	}
 	return a, nil
 }
