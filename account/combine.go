@@ -16,10 +16,11 @@ import (
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
-// Row-strategy changes of one account are combined: while one transaction
-// holds the account's row lock, the changes that arrive for the same account
-// wait in a queue in this process, and the next transaction applies all of
-// them in arrival order — one row lock, one UPDATE and one commit for many
+// The row-strategy changes of one account are combined, and so are its lease
+// withdrawals: while one transaction holds the account's row lock (or its
+// lease), the changes that arrive for the same account wait in a queue in
+// this process, and the next transaction applies all of them in arrival
+// order — one row lock (or one lease), one UPDATE and one commit for many
 // ledger entries. A hot account then costs the database one commit per batch
 // instead of one per change, and no more than one of this node's connections
 // ever queues on the account's row lock: hundreds of clients on one account
