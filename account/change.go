@@ -160,9 +160,13 @@ func ValidateIdempotencyKey(key string) error {
 	return nil
 }
 
-// apply runs read → (hold) → check → write → ledger → idempotency record in
-// one transaction, retried when PostgreSQL aborts it for concurrency alone.
-// The strategy decides only how the balance is read and written.
+// apply runs one change alone — the demonstrations: unsafe, and row changes
+// with a hold — as read → (hold) → check → write → ledger → idempotency
+// record in one transaction, a statement per step so that the hold falls
+// between the read and the write, retried when PostgreSQL aborts it for
+// concurrency alone. The strategy decides only how the balance is read and
+// written. Every other row change goes through the account's queue
+// (combine.go).
 func (s *Service) apply(ctx context.Context, kind string, c Change) (Result, error) {
 	hash := requestHash(kind, c)
 	var (
