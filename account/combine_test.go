@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -188,19 +189,7 @@ func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
 	ctx := context.Background()
 	s, pool, _, a := newService(t, 100)
 	// Another session holds the row: the first batch waits on it.
-	blocker, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := blocker.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, a.ID); err != nil {
-		t.Fatal(err)
-	}
-	first := make(chan error, 1)
-	go func() {
-		_, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow})
-		first <- err
-	}()
-	waitForLockWaiter(t, pool)
+	blocker, first := withdrawBehindHeldRow(t, s, pool, a.ID)
 
 	gaveUp, cancel := context.WithCancel(ctx)
 	second := make(chan error, 1)
@@ -233,6 +222,28 @@ func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
 	if balance != 90 || entries != 1 {
 		t.Fatalf("balance %d with %d entries; want 90 with 1 (the given-up change never applied)", balance, entries)
 	}
+}
+
+// withdrawBehindHeldRow locks account id's row in a transaction of its own
+// (blocker) and starts a withdrawal of 10, which waits for the row; it
+// returns once the withdrawal waits, with the channel its error will come on.
+func withdrawBehindHeldRow(t *testing.T, s *Service, pool *pgxpool.Pool, id int64) (blocker pgx.Tx, done <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	blocker, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blocker.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	result := make(chan error, 1)
+	go func() {
+		_, err := s.Withdraw(ctx, Change{AccountID: id, Amount: 10, Strategy: StrategyRow})
+		result <- err
+	}()
+	waitForLockWaiter(t, pool)
+	return blocker, result
 }
 
 // waitForLockWaiter waits until some session of the database waits for a lock.
@@ -309,20 +320,8 @@ func TestBatchSessionEndedWhileWaiting(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, pool, _, a := newService(t, 100)
-	blocker, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blocker, done := withdrawBehindHeldRow(t, s, pool, a.ID)
 	defer blocker.Rollback(ctx)
-	if _, err := blocker.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, a.ID); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow})
-		done <- err
-	}()
-	waitForLockWaiter(t, pool)
 	if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 		WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
 		t.Fatal(err)
