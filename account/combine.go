@@ -165,6 +165,11 @@ func (s *Service) applyBatch(batch []*change) []outcome {
 	if batch[0].c.Strategy == StrategyLease {
 		return s.applyLeased(ctx, batch)
 	}
+	if len(batch) == 1 {
+		if out, done := s.applyLone(ctx, batch[0]); done {
+			return []outcome{out}
+		}
+	}
 	outs := make([]outcome, len(batch))
 	const attempts = 5
 	var err error
@@ -181,6 +186,47 @@ func (s *Service) applyBatch(batch []*change) []outcome {
 		failAll(outs, batch, err)
 	}
 	return outs
+}
+
+// applyLone tries a lone row change in one statement, one round trip: its
+// UPDATE takes the row lock and changes the balance only if the result is
+// not negative, and the same statement appends the entry and stores the
+// idempotency record. That is the common case of an account nobody else is
+// changing. Everything else falls back to the batch path, which decides it
+// (done false): no row (a refusal for funds, or no such account), a fencing
+// token (its check needs a statement of its own), any statement error — the
+// key's unique index refusing a second record (a stored outcome to replay),
+// an overflow. The statement committed alone, so its failure changed
+// nothing; only a lost connection leaves its outcome unknown.
+func (s *Service) applyLone(ctx context.Context, ch *change) (out outcome, done bool) {
+	c := ch.c
+	if c.FenceToken != 0 {
+		return outcome{}, false
+	}
+	delta := c.Amount
+	if ch.kind == KindWithdrawal {
+		delta = -c.Amount
+	}
+	rows, _ := s.pool.Query(ctx, sqlApplyLone, c.AccountID, delta, ch.kind, c.Amount, string(c.Strategy),
+		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, ch.hash)))
+	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
+	var (
+		pgErr   *pgconn.PgError
+		connErr *pgconn.ConnectError
+	)
+	switch {
+	case err == nil:
+		return outcome{res: Result{Entry: entry}}, true
+	case errors.Is(err, pgx.ErrNoRows):
+		return outcome{}, false
+	case errors.As(err, &connErr):
+		return outcome{err: wrap(ch.kind, err)}, true // never connected: nothing happened
+	case !errors.As(err, &pgErr) || sessionLost(err):
+		return outcome{err: wrap(ch.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
+	case lockNotAvailable(err):
+		return outcome{err: wrap(ch.kind, err)}, true
+	}
+	return outcome{}, false
 }
 
 // batchContext bounds a batch's work. The transaction outlives any one

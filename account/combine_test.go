@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,7 +190,10 @@ func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
 	ctx := context.Background()
 	s, pool, _, a := newService(t, 100)
 	// Another session holds the row: the first batch waits on it.
-	blocker, first := withdrawBehindHeldRow(t, s, pool, a.ID)
+	blocker, first := changeBehindHeldRow(t, pool, a.ID, func() error {
+		_, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow})
+		return err
+	})
 
 	gaveUp, cancel := context.WithCancel(ctx)
 	second := make(chan error, 1)
@@ -224,10 +228,10 @@ func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
 	}
 }
 
-// withdrawBehindHeldRow locks account id's row in a transaction of its own
-// (blocker) and starts a withdrawal of 10, which waits for the row; it
-// returns once the withdrawal waits, with the channel its error will come on.
-func withdrawBehindHeldRow(t *testing.T, s *Service, pool *pgxpool.Pool, id int64) (blocker pgx.Tx, done <-chan error) {
+// changeBehindHeldRow locks account id's row in a transaction of its own
+// (blocker) and starts change, which must wait for that row; it returns once
+// a session waits for the lock, with the channel change's error will come on.
+func changeBehindHeldRow(t *testing.T, pool *pgxpool.Pool, id int64, change func() error) (blocker pgx.Tx, done <-chan error) {
 	t.Helper()
 	ctx := context.Background()
 	blocker, err := pool.Begin(ctx)
@@ -238,10 +242,7 @@ func withdrawBehindHeldRow(t *testing.T, s *Service, pool *pgxpool.Pool, id int6
 		t.Fatal(err)
 	}
 	result := make(chan error, 1)
-	go func() {
-		_, err := s.Withdraw(ctx, Change{AccountID: id, Amount: 10, Strategy: StrategyRow})
-		result <- err
-	}()
+	go func() { result <- change() }()
 	waitForLockWaiter(t, pool)
 	return blocker, result
 }
@@ -313,28 +314,52 @@ func TestBatchRefusesAMovedBalance(t *testing.T) {
 	}
 }
 
-// TestBatchSessionEndedWhileWaiting: a batch whose session is terminated
-// while it waits for the row lock fails as unavailable — certainly not
-// committed — and changes nothing.
-func TestBatchSessionEndedWhileWaiting(t *testing.T) {
+// TestSessionEndedWhileWaiting: a change whose session is terminated while
+// it waits for the row lock changes nothing. In a batch's transaction that is
+// certain — COMMIT was never sent — and it is reported as unavailable. A lone
+// change's statement commits itself, and a lost session cannot tell whether
+// it got that far: its outcome is reported unknown, never as done or not done.
+func TestSessionEndedWhileWaiting(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s, pool, _, a := newService(t, 100)
-	blocker, done := withdrawBehindHeldRow(t, s, pool, a.ID)
-	defer blocker.Rollback(ctx)
-	if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; !IsUnavailable(err) || errors.Is(err, ErrOutcomeUnknown) {
-		t.Fatalf("withdrawal whose session was ended: %v; want unavailable, certainly not committed", err)
-	}
-	if err := blocker.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var balance int64
-	if err := pool.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1`, a.ID).Scan(&balance); err != nil || balance != 100 {
-		t.Fatalf("balance %d (%v); want 100", balance, err)
+	for _, tt := range []struct {
+		name    string
+		unknown bool
+		change  func(*Service, int64) error
+	}{
+		{"Batch", false, func(s *Service, id int64) error {
+			c := Change{AccountID: id, Amount: 10, Strategy: StrategyRow}
+			outs := make([]outcome, 1)
+			return s.runBatch(context.Background(), []*change{{ctx: context.Background(), kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)}}, outs, nil)
+		}},
+		{"Lone", true, func(s *Service, id int64) error {
+			_, err := s.Withdraw(context.Background(), Change{AccountID: id, Amount: 10, Strategy: StrategyRow})
+			return err
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, pool, _, a := newService(t, 100)
+			blocker, done := changeBehindHeldRow(t, pool, a.ID, func() error { return tt.change(s, a.ID) })
+			defer blocker.Rollback(ctx)
+			if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+				t.Fatal(err)
+			}
+			err := <-done
+			if tt.unknown && !errors.Is(err, ErrOutcomeUnknown) {
+				t.Fatalf("lone withdrawal whose session was ended: %v; want outcome unknown", err)
+			}
+			if !tt.unknown && (!IsUnavailable(err) || errors.Is(err, ErrOutcomeUnknown)) {
+				t.Fatalf("batch whose session was ended: %v; want unavailable, certainly not committed", err)
+			}
+			if err := blocker.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if balance, entries, _ := accountState(t, pool, a.ID); balance != 100 || entries != 0 {
+				t.Fatalf("balance %d with %d entries; want 100 with none", balance, entries)
+			}
+		})
 	}
 }
 
@@ -453,4 +478,82 @@ func accountState(t *testing.T, pool *pgxpool.Pool, id int64) (balance, entries,
 		t.Fatal(err)
 	}
 	return balance, entries, keys
+}
+
+// statementCounter counts the round trips a pool makes: single statements
+// and pipelines (pgx.Batch).
+type statementCounter struct{ n, batches atomic.Int64 }
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	c.n.Add(1)
+	c.batches.Add(1)
+	return ctx
+}
+
+func (c *statementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (c *statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// TestLoneChangeIsOneStatement: a change on an account nobody else is
+// changing is one statement, keyed or not; what that statement cannot
+// decide — a refusal, a stored outcome, a missing account — falls back to
+// the batch path and is answered as before.
+func TestLoneChangeIsOneStatement(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counter statementCounter
+	cfg.ConnConfig.Tracer = &counter
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := NewService(pool, Options{})
+	a, err := s.Create(ctx, "alice", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// run makes change c and reports its round trips, and whether the batch
+	// path (pipelines) decided it.
+	run := func(c Change, deposit bool) (r Result, err error, trips int64, batchPath bool) {
+		trips, batches := counter.n.Load(), counter.batches.Load()
+		c.AccountID, c.Strategy = a.ID, StrategyRow
+		if deposit {
+			r, err = s.Deposit(ctx, c)
+		} else {
+			r, err = s.Withdraw(ctx, c)
+		}
+		return r, err, counter.n.Load() - trips, counter.batches.Load() > batches
+	}
+	if r, err, n, batched := run(Change{Amount: 30}, false); err != nil || n != 1 || batched || r.Entry.Balance != 70 {
+		t.Fatalf("lone withdrawal: %+v %v in %d round trips (batch path %v); want balance 70 in 1 statement", r.Entry, err, n, batched)
+	}
+	if r, err, n, batched := run(Change{Amount: 5, IdempotencyKey: "k"}, true); err != nil || n != 1 || batched || r.Entry.Balance != 75 {
+		t.Fatalf("lone keyed deposit: %+v %v in %d round trips (batch path %v); want balance 75 in 1 statement", r.Entry, err, n, batched)
+	}
+	if r, err, _, batched := run(Change{Amount: 5, IdempotencyKey: "k"}, true); err != nil || !r.Replayed || r.Entry.Balance != 75 || !batched {
+		t.Fatalf("retried deposit: %+v %v (batch path %v); want the stored entry replayed by the batch path", r, err, batched)
+	}
+	var e *Error
+	if _, err, _, batched := run(Change{Amount: 76}, false); !errors.As(err, &e) || e.Code != CodeInsufficientFunds ||
+		e.Message != "balance 75 is less than the amount 76" || !batched {
+		t.Fatalf("overdraft: %v (batch path %v); want %s from the batch path", err, batched, CodeInsufficientFunds)
+	}
+	if _, err := s.Withdraw(ctx, Change{AccountID: a.ID + 1, Amount: 1, Strategy: StrategyRow}); !errors.As(err, &e) || e.Code != CodeAccountNotFound {
+		t.Fatalf("missing account: %v; want %s", err, CodeAccountNotFound)
+	}
+	if balance, entries, keys := accountState(t, pool, a.ID); balance != 75 || entries != 2 || keys != 1 {
+		t.Fatalf("balance %d, %d entries, %d keys; want 75, 2, 1", balance, entries, keys)
+	}
 }

@@ -123,3 +123,25 @@ const sqlInsertRefusals = `
 INSERT INTO idempotency_keys (account_id, key, request_hash, error_code, error_message)
 SELECT $1, r.key, r.hash, r.code, r.message
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS r(key, hash, code, message)`
+
+// A lone row change in one autocommitted statement (applyLone). The UPDATE
+// takes the account's row lock — the row strategy's pessimistic lock — and,
+// after any wait for it, re-checks its WHERE against the newest balance, so
+// the funds check and the write happen under the lock. No row: refused or
+// no such account, and nothing was written. A stored outcome under the key
+// makes the last INSERT fail, undoing the whole statement.
+const sqlApplyLone = `
+WITH account AS (
+    UPDATE accounts
+    SET balance = balance + $2, updated_at = now()
+    WHERE id = $1 AND balance + $2 >= 0
+    RETURNING id, balance
+), entry AS (
+    INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, idempotency_key, request_hash)
+    SELECT id, $3, $4, balance, $5, $6, $7 FROM account
+    RETURNING ` + entryColumns + `, request_hash
+), keys AS (
+    INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id)
+    SELECT account_id, idempotency_key, request_hash, id FROM entry WHERE idempotency_key IS NOT NULL
+)
+SELECT ` + entryColumns + ` FROM entry`
