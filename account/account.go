@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lockbank/lockbank/internal/text"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -106,10 +107,14 @@ func NewService(pool *pgxpool.Pool, opts Options) *Service {
 // LeaseResource names the lock of account id in the lease table.
 func LeaseResource(id int64) string { return "account:" + strconv.FormatInt(id, 10) }
 
-// Create opens an account for owner (1–100 characters) with an opening balance
-// of 0–MaxAmount. Errors: CodeInvalidRequest, CodeInvalidAmount.
+// Create opens an account for owner (1–100 characters of text, see package
+// internal/text; kept exactly as given, spaces included) with an opening
+// balance of 0–MaxAmount. Errors: CodeInvalidRequest, CodeInvalidAmount.
 func (s *Service) Create(ctx context.Context, owner string, openingBalance int64) (Account, error) {
-	if n := utf8.RuneCountInString(owner); n < 1 || n > 100 || !utf8.ValidString(owner) {
+	if err := text.Check(owner); err != nil {
+		return Account{}, errorf(CodeInvalidRequest, "owner %v: it must be text, without control, format or line-separator characters", err)
+	}
+	if n := utf8.RuneCountInString(owner); n < 1 || n > 100 {
 		return Account{}, errorf(CodeInvalidRequest, "owner must be 1 to 100 characters")
 	}
 	if openingBalance < 0 || openingBalance > MaxAmount {

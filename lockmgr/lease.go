@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lockbank/lockbank/internal/text"
 )
 
 // Lease is one grant of a lock.
@@ -58,10 +60,15 @@ var resourcePattern = regexp.MustCompile(`^[A-Za-z0-9:_.-]{1,200}$`)
 func ValidResource(name string) bool { return resourcePattern.MatchString(name) }
 
 func validate(resource, holder string, ttl time.Duration) error {
-	switch {
-	case !ValidResource(resource):
+	if !ValidResource(resource) {
 		return invalid("resource must be 1 to 200 characters of A-Z a-z 0-9 : _ . -")
-	case holder == "" || utf8.RuneCountInString(holder) > maxHolderRunes || !utf8.ValidString(holder):
+	}
+	// The holder is shown to everyone who asks who holds a lock, and
+	// PostgreSQL refuses NUL in text: it must be text (package internal/text).
+	if err := text.Check(holder); err != nil {
+		return invalid("holder %v: it must be text, without control, format or line-separator characters", err)
+	}
+	if holder == "" || utf8.RuneCountInString(holder) > maxHolderRunes {
 		return invalid("holder must be 1 to 100 characters")
 	}
 	return validateTTL(ttl)

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"strings"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/lockbank/lockbank/account"
 )
 
@@ -23,10 +26,20 @@ var fieldCodes = map[string]string{
 	"balance": account.CodeInvalidAmount,
 }
 
+// strictJSON is how every request body is read: by the upstream of
+// encoding/json/v2, whose defaults are what a money API needs and
+// encoding/json lacks — a member name matches a field only when it is
+// exactly the field's name (encoding/json folds case, so "AMOUNT" would set
+// amount), a name given twice however it is escaped is an error (encoding/json
+// keeps the last), strings must be valid UTF-8, and an integer field takes
+// only a JSON integer. Unknown members are refused on top of that.
+var strictJSON = jsonv2.RejectUnknownMembers(true)
+
 // decode reads a JSON request body into a T: application/json only, at most
-// maxBodyBytes, exactly one object, no unknown or duplicate fields, numbers
-// only where the type says so (so 5.0, 5e2 and "5" are not an int64).
-// Errors are *account.Error values that writeError turns into problem+json.
+// maxBodyBytes, exactly one JSON object, member names exactly as documented
+// and each at most once, numbers only where the type says so (so 5.0, 5e2
+// and "5" are not an int64). Errors are *account.Error values that
+// writeError turns into problem+json.
 func decode[T any](w http.ResponseWriter, r *http.Request) (T, error) {
 	var v T
 	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -41,49 +54,75 @@ func decode[T any](w http.ResponseWriter, r *http.Request) (T, error) {
 		}
 		return v, &account.Error{Code: codeMalformedJSON, Message: "the body could not be read"}
 	}
-	if err := checkDuplicateKeys(body); err != nil {
-		return v, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&v); err != nil {
+	if err := jsonv2.Unmarshal(body, &v, strictJSON); err != nil {
 		return v, decodeError(err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return v, &account.Error{Code: codeMalformedJSON, Message: "the body must hold exactly one JSON value"}
+	// null decodes into a zero value without complaint; a request is an object.
+	if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' {
+		return v, &account.Error{Code: codeMalformedJSON, Message: "the body must be a JSON object"}
 	}
 	return v, nil
 }
 
+// decodeError turns the decoder's error into a refusal with a stable code:
+// broken JSON (syntax, a repeated name, invalid UTF-8) is malformed_json, a
+// name that is not exactly a field's is unknown_field, and a value of the
+// wrong type is its field's code.
 func decodeError(err error) error {
 	var (
-		syntaxErr *json.SyntaxError
-		typeErr   *json.UnmarshalTypeError
+		syntaxErr   *jsontext.SyntacticError
+		semanticErr *jsonv2.SemanticError
 	)
+	isSyntax := errors.As(err, &syntaxErr)
 	switch {
-	case errors.Is(err, io.EOF):
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return &account.Error{Code: codeMalformedJSON, Message: fmt.Sprintf("the member %q is given more than once", memberName(err))}
+	case isSyntax && errors.Is(err, io.ErrUnexpectedEOF) && syntaxErr.ByteOffset == 0:
 		return &account.Error{Code: codeMalformedJSON, Message: "the body is empty; send a JSON object"}
-	case errors.As(err, &syntaxErr):
-		return &account.Error{Code: codeMalformedJSON, Message: fmt.Sprintf("invalid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)}
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &account.Error{Code: codeMalformedJSON, Message: "the JSON body ends too early"}
-	case errors.As(err, &typeErr) && typeErr.Field == "":
+	case isSyntax:
+		return &account.Error{Code: codeMalformedJSON, Message: fmt.Sprintf("invalid JSON at byte %d: %v", syntaxErr.ByteOffset, syntaxErr.Err)}
+	case errors.As(err, &semanticErr) && errors.Is(err, jsonv2.ErrUnknownName):
+		return &account.Error{Code: codeUnknownField, Message: fmt.Sprintf("unknown field %q is not accepted here (names are case-sensitive)", memberName(err))}
+	case errors.As(err, &semanticErr) && semanticErr.JSONPointer == "":
 		return &account.Error{Code: codeMalformedJSON, Message: "the body must be a JSON object"}
-	case errors.As(err, &typeErr):
-		code, ok := fieldCodes[typeErr.Field]
+	case errors.As(err, &semanticErr):
+		field := memberName(err)
+		code, ok := fieldCodes[field]
 		if !ok {
 			code = account.CodeInvalidRequest
 		}
-		return &account.Error{Code: code, Message: fmt.Sprintf("field %q must be %s, not a JSON %s", typeErr.Field, describeType(typeErr.Type.Kind().String()), typeErr.Value)}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return &account.Error{Code: codeUnknownField, Message: strings.TrimPrefix(err.Error(), "json: ") + " is not accepted here"}
+		return &account.Error{Code: code, Message: fmt.Sprintf("field %q must be %s, not %s", field, describeType(semanticErr), describeValue(semanticErr))}
 	default:
 		return &account.Error{Code: codeMalformedJSON, Message: "the body is not valid JSON"}
 	}
 }
 
-func describeType(kind string) string {
-	switch kind {
+// memberName is the top-level member an error is about, unescaped.
+func memberName(err error) string {
+	var (
+		syntaxErr   *jsontext.SyntacticError
+		semanticErr *jsonv2.SemanticError
+		pointer     jsontext.Pointer
+	)
+	switch {
+	case errors.As(err, &syntaxErr):
+		pointer = syntaxErr.JSONPointer
+	case errors.As(err, &semanticErr):
+		pointer = semanticErr.JSONPointer
+	}
+	for name := range pointer.Tokens() {
+		return name
+	}
+	return ""
+}
+
+func describeType(e *jsonv2.SemanticError) string {
+	if e.GoType == nil {
+		return "another type"
+	}
+	switch e.GoType.Kind().String() {
 	case "int", "int64", "int32":
 		return "an integer"
 	case "string":
@@ -91,55 +130,26 @@ func describeType(kind string) string {
 	case "bool":
 		return "a boolean"
 	}
-	return "a " + kind
+	return "a " + e.GoType.Kind().String()
 }
 
-// checkDuplicateKeys refuses an object that names a key twice: encoding/json
-// would silently keep the last one, and {"amount":1,"amount":9} must not
-// mean whatever a proxy and bankd each happen to pick.
-func checkDuplicateKeys(body []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	type frame struct {
-		object bool
-		keys   map[string]bool
-		expect bool // next string token in this object is a key
+func describeValue(e *jsonv2.SemanticError) string {
+	switch e.JSONKind {
+	case '"':
+		return "a JSON string"
+	case '0':
+		if e.JSONValue != nil {
+			return "the JSON number " + string(e.JSONValue)
+		}
+		return "a JSON number"
+	case 't', 'f':
+		return "a JSON boolean"
+	case '{':
+		return "a JSON object"
+	case '[':
+		return "a JSON array"
 	}
-	var stack []*frame
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil // syntax errors are reported by the real decode
-		}
-		top := (*frame)(nil)
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if top != nil && top.object && top.expect {
-			if key, ok := tok.(string); ok {
-				if top.keys[key] {
-					return &account.Error{Code: codeMalformedJSON, Message: fmt.Sprintf("duplicate key %q", key)}
-				}
-				top.keys[key] = true
-				top.expect = false
-				continue
-			}
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{object: true, keys: map[string]bool{}, expect: true})
-			continue
-		case json.Delim('['):
-			stack = append(stack, &frame{})
-			continue
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-		}
-		// A value ended: in an object, a key comes next.
-		if len(stack) > 0 && stack[len(stack)-1].object {
-			stack[len(stack)-1].expect = true
-		}
-	}
+	return "that JSON value"
 }
 
 // jsonEncode writes v as one line of JSON.
