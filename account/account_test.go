@@ -108,6 +108,8 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		{"EmptyOwner", "", 1, account.CodeInvalidRequest},
 		{"LongOwner", string(make([]byte, 101)), 1, account.CodeInvalidRequest},
 		{"InvalidUTF8Owner", "\xff", 1, account.CodeInvalidRequest},
+		{"NULInOwner", "a\x00b", 1, account.CodeInvalidRequest},
+		{"BidiOverrideInOwner", "evil\u202egnp", 1, account.CodeInvalidRequest},
 		{"NegativeBalance", "bob", -1, account.CodeInvalidAmount},
 		{"HugeBalance", "bob", account.MaxAmount + 1, account.CodeInvalidAmount},
 	}

@@ -444,6 +444,9 @@ func TestInvalidArguments(t *testing.T) {
 		{"ResourceWithSpace", "a b", "h", time.Second},
 		{"LongResource", string(make([]byte, 201)), "h", time.Second},
 		{"EmptyHolder", "r", "", time.Second},
+		{"NULInHolder", "r", "node\x00a", time.Second},
+		{"InvalidUTF8Holder", "r", "node\xff", time.Second},
+		{"LineSeparatorInHolder", "r", "node\u2028a", time.Second},
 		{"TTLTooShort", "r", "h", 99 * time.Millisecond},
 		{"TTLTooLong", "r", "h", 11 * time.Minute},
 	}
