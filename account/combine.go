@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -61,6 +62,10 @@ type outcome struct {
 type combiner struct {
 	mu     sync.Mutex
 	queues map[queueKey][]*change
+
+	// beforeApply, when set (by tests only), runs before every batch is
+	// applied: the place to inject a panic.
+	beforeApply func(batch []*change)
 }
 
 // queueKey separates an account's row changes from its lease withdrawals:
@@ -159,7 +164,28 @@ func takeBatch(queue []*change) (batch, rest []*change) {
 // applyBatch runs batch (changes of one account, one strategy) in one
 // transaction, retried when PostgreSQL aborts it for concurrency alone, and
 // returns each change's outcome.
-func (s *Service) applyBatch(batch []*change) []outcome {
+//
+// A panic while applying (a bug) is recovered here, so that it costs only
+// this batch: every change in it is answered ErrOutcomeUnknown — its
+// transaction may have committed before the panic, and a retry with the same
+// Idempotency-Key tells — and the account's queue is handed on as usual, so
+// the changes behind it and the account itself keep working. Unrecovered, it
+// would leave the queue marked busy with no worker, and the account stuck on
+// this node until a restart.
+func (s *Service) applyBatch(batch []*change) (outs []outcome) {
+	defer func() {
+		if v := recover(); v != nil {
+			err := fmt.Errorf("%w: applying a batch of %d changes to account %d panicked: %v\n%s",
+				ErrOutcomeUnknown, len(batch), batch[0].c.AccountID, v, debug.Stack())
+			outs = make([]outcome, len(batch))
+			for i := range outs {
+				outs[i] = outcome{err: err}
+			}
+		}
+	}()
+	if s.combine.beforeApply != nil {
+		s.combine.beforeApply(batch)
+	}
 	ctx, cancel := batchContext(batch)
 	defer cancel()
 	if batch[0].c.Strategy == StrategyLease {
@@ -170,7 +196,7 @@ func (s *Service) applyBatch(batch []*change) []outcome {
 			return []outcome{out}
 		}
 	}
-	outs := make([]outcome, len(batch))
+	outs = make([]outcome, len(batch))
 	const attempts = 5
 	var err error
 	for attempt := range attempts {
