@@ -218,12 +218,19 @@ func TestDepositOverflowRefused(t *testing.T) {
 	}
 }
 
+// TestRowStrategyUnderContention: 200 withdrawals of 100 from an account of
+// 10000, spread over three nodes, released together while another session
+// holds the account's row, so that every node queues on PostgreSQL's row
+// lock before any of them writes: exactly 100 succeed, and the money adds up.
 func TestRowStrategyUnderContention(t *testing.T) {
 	t.Parallel()
-	svc, b := setup(t, account.Options{})
-	a := mustCreate(t, svc, 10_000)
-	const clients = 200
-	codes := raceWithdrawals(t, svc, clients, account.Change{AccountID: a.ID, Amount: 100, Strategy: account.StrategyRow})
+	nodes, b := cluster(t, 3, account.Options{})
+	a := mustCreate(t, nodes[0].svc, 10_000)
+	release := holdRow(t, b, a.ID)
+	codes := raceWithdrawals(t, nodes, 200, account.Change{AccountID: a.ID, Amount: 100, Strategy: account.StrategyRow}, func() {
+		waitForLockWaits(t, b, nodes)
+		release()
+	})
 	if codes[""] != 100 || codes[account.CodeInsufficientFunds] != 100 {
 		t.Fatalf("outcomes %v, want 100 ok and 100 %s", codes, account.CodeInsufficientFunds)
 	}
@@ -241,7 +248,7 @@ func TestUnsafeStrategyDoubleSpends(t *testing.T) {
 	svc, b := setup(t, account.Options{UnsafeDemo: true})
 	a := mustCreate(t, svc, 5000)
 	// A hold long enough for both to read before either writes, even on a loaded machine.
-	codes := raceWithdrawals(t, svc, 2, account.Change{AccountID: a.ID, Amount: 5000, Strategy: account.StrategyUnsafe, Hold: time.Second})
+	codes := raceWithdrawals(t, []node{{svc: svc}}, 2, account.Change{AccountID: a.ID, Amount: 5000, Strategy: account.StrategyUnsafe, Hold: time.Second}, nil)
 	if codes[""] != 2 {
 		t.Fatalf("outcomes %v, want both withdrawals to succeed (the double spend)", codes)
 	}
@@ -256,7 +263,7 @@ func TestUnsafeStrategyDoubleSpends(t *testing.T) {
 
 	// The same race with the row lock: the second waits, then is refused.
 	b2 := mustCreate(t, svc, 5000)
-	codes = raceWithdrawals(t, svc, 2, account.Change{AccountID: b2.ID, Amount: 5000, Strategy: account.StrategyRow, Hold: 300 * time.Millisecond})
+	codes = raceWithdrawals(t, []node{{svc: svc}}, 2, account.Change{AccountID: b2.ID, Amount: 5000, Strategy: account.StrategyRow, Hold: 300 * time.Millisecond}, nil)
 	if codes[""] != 1 || codes[account.CodeInsufficientFunds] != 1 {
 		t.Fatalf("row outcomes %v, want 1 ok and 1 %s", codes, account.CodeInsufficientFunds)
 	}
@@ -264,17 +271,18 @@ func TestUnsafeStrategyDoubleSpends(t *testing.T) {
 }
 
 // raceWithdrawals releases n goroutines at once through a barrier, each doing
-// c, and counts outcomes by error code ("" for success).
-func raceWithdrawals(t *testing.T, svc *account.Service, n int, c account.Change) map[string]int {
+// c on the nodes in turn, then runs released (if any) while they are under
+// way, and counts outcomes by error code ("" for success).
+func raceWithdrawals(t *testing.T, nodes []node, n int, c account.Change, released func()) map[string]int {
 	t.Helper()
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	codes := map[string]int{}
-	for range n {
+	for i := range n {
 		wg.Go(func() {
 			<-start
-			_, err := svc.Withdraw(context.Background(), c)
+			_, err := nodes[i%len(nodes)].svc.Withdraw(context.Background(), c)
 			code := account.ErrorCode(err)
 			if err != nil && code == "" {
 				t.Errorf("Withdraw: unexpected error %v", err)
@@ -286,19 +294,28 @@ func raceWithdrawals(t *testing.T, svc *account.Service, n int, c account.Change
 		})
 	}
 	close(start)
+	if released != nil {
+		released()
+	}
 	wg.Wait()
 	return codes
 }
 
+// TestMixedDepositsAndWithdrawalsKeepTheMoney: deposits and withdrawals on
+// one account from three nodes, released while the row is held so that all
+// of them contend in PostgreSQL: every entry follows from the one before, and
+// the balance is the ledger's.
 func TestMixedDepositsAndWithdrawalsKeepTheMoney(t *testing.T) {
 	t.Parallel()
-	svc, b := setup(t, account.Options{})
-	a := mustCreate(t, svc, 1000)
+	nodes, b := cluster(t, 3, account.Options{})
+	a := mustCreate(t, nodes[0].svc, 1000)
+	release := holdRow(t, b, a.ID)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range 100 {
+	for i := range 150 {
 		wg.Go(func() {
 			<-start
+			svc := nodes[i%len(nodes)].svc
 			var err error
 			if i%2 == 0 {
 				_, err = svc.Deposit(b.ctx, account.Change{AccountID: a.ID, Amount: int64(1 + i)})
@@ -311,8 +328,12 @@ func TestMixedDepositsAndWithdrawalsKeepTheMoney(t *testing.T) {
 		})
 	}
 	close(start)
+	waitForLockWaits(t, b, nodes)
+	release()
 	wg.Wait()
-	checkMoney(t, b, a.ID)
+	if _, entries := checkMoney(t, b, a.ID); len(entries) < 75 {
+		t.Fatalf("only %d of 150 changes landed; every deposit should have", len(entries))
+	}
 }
 
 func TestIdempotency(t *testing.T) {

@@ -9,11 +9,21 @@ import (
 	"github.com/lockbank/lockbank/account"
 )
 
+// TestLeaseStrategyUnderContention: 200 lease withdrawals of 100 from an
+// account of 10000 over three nodes, released while another holder has the
+// account's lease, so that every node's lock manager queues for it in the
+// database: exactly 100 succeed, the money adds up, every entry carries its
+// lease's token, tokens never go down in ledger order, and more than one
+// node held the lease.
 func TestLeaseStrategyUnderContention(t *testing.T) {
 	t.Parallel()
-	svc, b := setup(t, account.Options{LeaseWait: 60 * time.Second})
-	a := mustCreate(t, svc, 10_000)
-	codes := raceWithdrawals(t, svc, 200, account.Change{AccountID: a.ID, Amount: 100, Strategy: account.StrategyLease})
+	nodes, b := cluster(t, 3, account.Options{LeaseWait: 60 * time.Second})
+	a := mustCreate(t, nodes[0].svc, 10_000)
+	release := holdLease(t, b, a.ID)
+	codes := raceWithdrawals(t, nodes, 200, account.Change{AccountID: a.ID, Amount: 100, Strategy: account.StrategyLease}, func() {
+		waitForLeaseWaiters(t, b, account.LeaseResource(a.ID), nodes)
+		release()
+	})
 	if codes[""] != 100 || codes[account.CodeInsufficientFunds] != 100 {
 		t.Fatalf("outcomes %v, want 100 ok and 100 %s", codes, account.CodeInsufficientFunds)
 	}
@@ -34,7 +44,14 @@ func TestLeaseStrategyUnderContention(t *testing.T) {
 		}
 		last = *e.FenceToken
 	}
-	t.Logf("100 withdrawals under %d leases", leases)
+	holders := map[string]bool{}
+	for _, h := range leaseHolders(t, b, a.ID) {
+		holders[h] = true
+	}
+	if len(holders) < 2 {
+		t.Fatalf("the entries' leases were held by %v: want more than one node", holders)
+	}
+	t.Logf("100 withdrawals under %d leases held by %d nodes", leases, len(holders))
 }
 
 // TestMixedStrategiesKeepTheMoney: row withdrawals and deposits take no

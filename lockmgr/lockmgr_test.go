@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,6 +34,36 @@ func setup(t *testing.T) (*lockmgr.Manager, bundle) {
 	return m, bundle{pool: pool, ctx: context.Background()}
 }
 
+// managers returns n Managers on one fresh database, each with a pool of its
+// own, as n nodes would have: their callers meet only in PostgreSQL, so
+// what keeps them apart is the lease table, not one Manager's queue.
+func managers(t *testing.T, n int) ([]*lockmgr.Manager, bundle) {
+	t.Helper()
+	url := pgtest.URL(t)
+	ms := make([]*lockmgr.Manager, n)
+	for i := range ms {
+		ms[i] = lockmgr.New(pgtest.Pool(t, url, fmt.Sprintf("m%d", i)), lockmgr.Options{})
+		t.Cleanup(ms[i].Close)
+	}
+	return ms, bundle{pool: pgtest.Pool(t, url, "observer"), ctx: context.Background()}
+}
+
+// contendedAcquire is Acquire by holder "m<mgr>-…" through managers[mgr],
+// first trying once, so that the test can count how often the lock was
+// found held by another Manager's caller — proof that the Managers fought
+// over it in the database.
+func contendedAcquire(ctx context.Context, ms []*lockmgr.Manager, mgr int, resource, holder string, crossHeld *atomic.Int64) (*lockmgr.Lease, error) {
+	l, err := ms[mgr].TryAcquire(ctx, resource, holder, 5*time.Second)
+	var held *lockmgr.HeldError
+	if !errors.As(err, &held) {
+		return l, err
+	}
+	if !strings.HasPrefix(held.Holder, fmt.Sprintf("m%d-", mgr)) {
+		crossHeld.Add(1)
+	}
+	return ms[mgr].Acquire(ctx, resource, holder, 5*time.Second)
+}
+
 func mustAcquire(t *testing.T, m *lockmgr.Manager, resource, holder string, ttl time.Duration) *lockmgr.Lease {
 	t.Helper()
 	l, err := m.TryAcquire(context.Background(), resource, holder, ttl)
@@ -51,23 +82,25 @@ func expire(t *testing.T, b bundle, resource string) {
 	}
 }
 
-// TestTokensStrictlyIncrease: 50 acquirers released together through a
-// barrier take turns on one resource; in the order they held the lock, the
-// tokens strictly increase.
+// TestTokensStrictlyIncrease: 50 acquirers on five Managers (five nodes),
+// released together through a barrier, take turns on one resource; in the
+// order they held the lock, the tokens strictly increase.
 func TestTokensStrictlyIncrease(t *testing.T) {
 	t.Parallel()
-	m, b := setup(t)
+	ms, b := managers(t, 5)
 	const acquirers = 50
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var order []int64
+	var crossHeld atomic.Int64
 	for i := range acquirers {
 		wg.Go(func() {
 			<-start
 			ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
 			defer cancel()
-			l, err := m.Acquire(ctx, "res:tokens", fmt.Sprintf("w%d", i), 5*time.Second)
+			mgr := i % len(ms)
+			l, err := contendedAcquire(ctx, ms, mgr, "res:tokens", fmt.Sprintf("m%d-w%d", mgr, i), &crossHeld)
 			if err != nil {
 				t.Errorf("Acquire: %v", err)
 				return
@@ -75,7 +108,7 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 			mu.Lock()
 			order = append(order, l.Token)
 			mu.Unlock()
-			if err := m.Release(b.ctx, l.Resource, l.ID); err != nil {
+			if err := ms[mgr].Release(b.ctx, l.Resource, l.ID); err != nil {
 				t.Errorf("Release: %v", err)
 			}
 		})
@@ -83,6 +116,9 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 	close(start)
 	wg.Wait()
 	checkGrants(t, order, acquirers)
+	if crossHeld.Load() == 0 {
+		t.Fatal("no acquirer ever found the lock held by another Manager's: the Managers never contended")
+	}
 	// The grant history agrees, token by token.
 	var n int
 	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM lease_grants WHERE resource = 'res:tokens'`).Scan(&n); err != nil || n != acquirers {
@@ -90,22 +126,24 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 	}
 }
 
-// TestMutualExclusion: 20 goroutines × 200 rounds of acquire → read-modify-
-// write of a plain counter with a yield in the middle → release. Any overlap
-// of two holders loses an increment.
+// TestMutualExclusion: 20 workers on four Managers × 100 rounds of acquire →
+// read-modify-write of a plain counter with a yield in the middle → release.
+// Any overlap of two holders loses an increment.
 func TestMutualExclusion(t *testing.T) {
 	t.Parallel()
-	m, b := setup(t)
-	const workers, rounds = 20, 200
+	ms, b := managers(t, 4)
+	const workers, rounds = 20, 100
 	var counter atomic.Int64 // atomic only so the race detector stays quiet: Load+Store is not an increment
+	var crossHeld atomic.Int64
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			<-start
+			mgr := w % len(ms)
 			for range rounds {
 				ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
-				l, err := m.Acquire(ctx, "res:counter", fmt.Sprintf("w%d", w), 5*time.Second)
+				l, err := contendedAcquire(ctx, ms, mgr, "res:counter", fmt.Sprintf("m%d-w%d", mgr, w), &crossHeld)
 				cancel()
 				if err != nil {
 					t.Errorf("Acquire: %v", err)
@@ -114,7 +152,7 @@ func TestMutualExclusion(t *testing.T) {
 				v := counter.Load()
 				runtime.Gosched()
 				counter.Store(v + 1)
-				if err := m.Release(b.ctx, l.Resource, l.ID); err != nil {
+				if err := ms[mgr].Release(b.ctx, l.Resource, l.ID); err != nil {
 					t.Errorf("Release: %v", err)
 					return
 				}
@@ -126,6 +164,10 @@ func TestMutualExclusion(t *testing.T) {
 	if got := counter.Load(); got != workers*rounds {
 		t.Fatalf("counter = %d, want %d: two holders overlapped", got, workers*rounds)
 	}
+	if crossHeld.Load() == 0 {
+		t.Fatal("no worker ever found the lock held by another Manager's: the Managers never contended")
+	}
+	t.Logf("%d acquisitions found the lock held by another Manager's worker", crossHeld.Load())
 }
 
 func TestExpiryAndTakeover(t *testing.T) {

@@ -114,6 +114,25 @@ func New(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
+// Pool returns another pool on the database at url (from URL), opened as a
+// separate node would open it: its own connections, named name in
+// pg_stat_activity (application_name), so that tests can see which node
+// waits for what. The pool is closed when t ends.
+func Pool(t testing.TB, url, name string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("pgtest: pool: %v", err)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = name
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("pgtest: pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 func start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
