@@ -402,8 +402,10 @@ func TestLeaseBatchFencedAsOne(t *testing.T) {
 }
 
 // TestOneAccountPerTransaction is invariant 8 under the combining: many
-// clients on a few accounts, row and lease, deposits and withdrawals — and
-// no transaction's ledger entries span two accounts.
+// clients on a few accounts, row and lease, deposits and withdrawals — every
+// change lands on its own account (its entry names it, and each account's
+// balance is its opening plus exactly the changes sent to it), and no
+// transaction's ledger entries span two accounts.
 func TestOneAccountPerTransaction(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -411,36 +413,58 @@ func TestOneAccountPerTransaction(t *testing.T) {
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(locks.Close)
 	s := NewService(pool, Options{Locks: locks, LeaseWait: time.Minute})
+	const opening = 1_000_000
 	var ids []int64
 	for range 3 {
-		a, err := s.Create(ctx, "alice", 1_000_000)
+		a, err := s.Create(ctx, "alice", opening)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, a.ID)
 	}
+	var mu sync.Mutex
+	sent := map[int64]int64{} // account → the net change sent to it
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range 48 {
 		wg.Go(func() {
 			<-start
 			for j := range 10 {
-				c := Change{AccountID: ids[(i+j)%len(ids)], Amount: 7, Strategy: []Strategy{StrategyRow, StrategyLease}[i%2]}
-				var err error
+				// Amounts differ per account, so a change applied to the
+				// wrong one shows in the balances.
+				id := ids[(i+j)%len(ids)]
+				c := Change{AccountID: id, Amount: 7 + id%int64(len(ids)), Strategy: []Strategy{StrategyRow, StrategyLease}[i%2]}
+				var (
+					res Result
+					err error
+				)
+				delta := -c.Amount
 				if j%3 == 0 {
-					c.Strategy = ""
-					_, err = s.Deposit(ctx, c)
+					c.Strategy, delta = "", c.Amount
+					res, err = s.Deposit(ctx, c)
 				} else {
-					_, err = s.Withdraw(ctx, c)
+					res, err = s.Withdraw(ctx, c)
 				}
 				if err != nil {
 					t.Error(err)
+					continue
 				}
+				if res.Entry.AccountID != id {
+					t.Errorf("a change to account %d was written to account %d", id, res.Entry.AccountID)
+				}
+				mu.Lock()
+				sent[id] += delta
+				mu.Unlock()
 			}
 		})
 	}
 	close(start)
 	wg.Wait()
+	for _, id := range ids {
+		if balance, _, _ := accountState(t, pool, id); balance != opening+sent[id] {
+			t.Errorf("account %d: balance %d, want %d (opening + the changes sent to it)", id, balance, opening+sent[id])
+		}
+	}
 	var entries, txs, spanning int64
 	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text),
 		(SELECT count(*) FROM (SELECT xmin::text FROM ledger_entries GROUP BY 1 HAVING count(DISTINCT account_id) > 1) x)

@@ -548,3 +548,37 @@ func checkGrants(t *testing.T, order []int64, want int) {
 		}
 	}
 }
+
+// TestDeadlineComesFirst: the holder's local deadline, after which it must
+// stop acting as holder, is always before the database's expiry of the same
+// grant or renewal — by TryAcquire, Acquire and Renew alike. (The test's
+// clock and the database's are the same machine's.)
+func TestDeadlineComesFirst(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	const ttl = time.Second
+	check := func(how string, l *lockmgr.Lease) {
+		t.Helper()
+		if !l.Deadline().Before(l.ExpiresAt) {
+			t.Errorf("%s: local deadline %s is not before the database's expiry %s", how, l.Deadline().Format(time.StampMicro), l.ExpiresAt.Format(time.StampMicro))
+		}
+		if l.ExpiresAt.Sub(l.Deadline()) > ttl/2 {
+			t.Errorf("%s: local deadline %s is more than half the TTL before the expiry %s", how, l.Deadline().Format(time.StampMicro), l.ExpiresAt.Format(time.StampMicro))
+		}
+	}
+	l := mustAcquire(t, m, "res:deadline", "node-a", ttl)
+	check("TryAcquire", l)
+	renewed, err := m.Renew(b.ctx, l.Resource, l.ID, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Renew", renewed)
+	if err := m.Release(b.ctx, l.Resource, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	acquired, err := m.Acquire(b.ctx, "res:deadline", "node-b", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Acquire", acquired)
+}
