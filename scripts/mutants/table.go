@@ -1,0 +1,138 @@
+package main
+
+// mutants is every safety guard of lockbank, broken one at a time, with the
+// focused tests in the guard's own package that must catch it. The edits are
+// literal: when the code they name moves, the mutant reports BROKEN, and this
+// table is updated with it.
+var mutants = []mutant{
+	{
+		name: "row-lock",
+		what: "the row strategy's FOR UPDATE removed",
+		edits: []edit{{"account/queries.go",
+			"const sqlLockAccount = `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`",
+			"const sqlLockAccount = `SELECT balance FROM accounts WHERE id = $1`"}},
+		pkg: "account", tests: "^(TestRowStrategyUnderContention|TestMixedDepositsAndWithdrawalsKeepTheMoney)$",
+	},
+	{
+		name: "lone-funds",
+		what: "the lone statement's funds guard and the CHECK removed",
+		edits: []edit{
+			{"account/queries.go", "    WHERE id = $1 AND balance + $2 >= 0\n", "    WHERE id = $1\n"},
+			{"migrations/00001_accounts_ledger.sql", "NOT NULL CHECK (balance >= 0),", "NOT NULL,"},
+		},
+		pkg: "account", tests: "^(TestChangeRefusals|TestDepositAndWithdraw)$",
+	},
+	{
+		name: "batch-key-twice",
+		what: "a batch may hold one idempotency key twice",
+		edits: []edit{{"account/combine.go",
+			`if len(batch) == maxBatch || (k != "" && keys[k]) {`,
+			`if len(batch) == maxBatch {`}},
+		pkg: "account", tests: "^TestSameKeyNeverTwiceInABatch$",
+	},
+	{
+		name: "batch-balance-guard",
+		what: "the batch write's balance guard removed",
+		edits: []edit{{"account/queries.go",
+			"SET balance = CASE WHEN balance = $2 THEN balance + $3 END,",
+			"SET balance = balance + $3,"}},
+		pkg: "account", tests: "^TestLeaseBatchGuardsAgainstRowWriters$",
+	},
+	{
+		name: "lease-balance-guard",
+		what: "the lone lease write's balance guard removed",
+		edits: []edit{{"account/queries.go",
+			"WHERE id = $1 AND balance = $3",
+			"WHERE id = $1 AND $3::bigint IS NOT NULL"}},
+		pkg: "account", tests: "^TestLeaseWriteGuardsAgainstRowWriters$",
+	},
+	{
+		name: "queue-key",
+		what: "the combiner's queue key ignores the account",
+		edits: []edit{{"account/combine.go",
+			"id := queueKey{ch.c.AccountID, ch.c.Strategy}",
+			"id := queueKey{0, ch.c.Strategy}"}},
+		pkg: "account", tests: "^TestOneAccountPerTransaction$",
+	},
+	{
+		name: "row-fence",
+		what: "a row write's Fencing-Token is not checked",
+		edits: []edit{{"account/combine.go",
+			"fences[t] = lockmgr.CheckFence(ctx, conn, LeaseResource(id), t)",
+			"fences[t] = nil"}},
+		pkg: "account", tests: "^TestFencingTokenOnRowWrites$",
+	},
+	{
+		name: "lease-batch-fence",
+		what: "a lease batch does not fence its own lease",
+		edits: []edit{{"account/combine.go",
+			"if err := lockmgr.CheckFence(ctx, conn, lease.Resource, lease.Token); err != nil {",
+			"if err := error(nil); err != nil {"}},
+		pkg: "account", tests: "^(TestLeaseBatchFencedAsOne|TestPausedLeaseHolder)$",
+	},
+	{
+		name: "combiner-panic",
+		what: "a panic in a batch is not recovered",
+		edits: []edit{{"account/combine.go",
+			"if v := recover(); v != nil {",
+			"if v := any(nil); v != nil {"}},
+		pkg: "account", tests: "^TestCombinerSurvivesAPanic$",
+	},
+	{
+		name: "try-acquire-held",
+		what: "try-acquire grants a lock that is held",
+		edits: []edit{
+			{"migrations/00003_lockmgr_try_acquire.sql", "IF FOUND AND l.expires_at > now() THEN", "IF FOUND AND false THEN"},
+			{"migrations/00003_lockmgr_try_acquire.sql", "WHERE leases.resource = p_resource AND leases.expires_at <= now()", "WHERE leases.resource = p_resource"},
+		},
+		pkg: "lockmgr", tests: "^(TestMutualExclusion|TestTokensStrictlyIncrease)$",
+	},
+	{
+		name: "renew-expired",
+		what: "renew extends a lease that already ran out",
+		edits: []edit{{"lockmgr/queries.go",
+			"WHERE resource = $1 AND lease_id = $2 AND expires_at > clock_timestamp()",
+			"WHERE resource = $1 AND lease_id = $2"}},
+		pkg: "lockmgr", tests: "^(TestReleaseIsIdempotent|TestExpiryAndTakeover)$",
+	},
+	{
+		name: "renew-any-id",
+		what: "renew ignores the lease id",
+		edits: []edit{{"lockmgr/queries.go",
+			"WHERE resource = $1 AND lease_id = $2 AND expires_at > clock_timestamp()",
+			"WHERE resource = $1 AND $2::uuid IS NOT NULL AND expires_at > clock_timestamp()"}},
+		pkg: "lockmgr", tests: "^(TestExpiryAndTakeover|TestKeepAlive)$",
+	},
+	{
+		name: "release-newer",
+		what: "release touches a newer grant",
+		edits: []edit{{"lockmgr/queries.go",
+			"SET expires_at = least(expires_at, clock_timestamp())\n    WHERE resource = $1 AND lease_id = $2",
+			"SET expires_at = least(expires_at, clock_timestamp())\n    WHERE resource = $1 AND $2::uuid IS NOT NULL"}},
+		pkg: "lockmgr", tests: "^(TestReleaseIsIdempotent|TestExpiryAndTakeover)$",
+	},
+	{
+		name: "fence-nil",
+		what: "the fence accepts every token",
+		edits: []edit{{"lockmgr/fence.go",
+			"err := tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)",
+			"err := tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)\n\tif true {\n\t\treturn nil\n\t}"}},
+		pkg: "lockmgr", tests: "^(TestFence|TestFenceHoldsOffTakeover)$",
+	},
+	{
+		name: "fence-unlocked",
+		what: "the fence reads the lease row without FOR SHARE",
+		edits: []edit{{"lockmgr/queries.go",
+			"FROM leases WHERE resource = $1\nFOR SHARE`",
+			"FROM leases WHERE resource = $1`"}},
+		pkg: "lockmgr", tests: "^(TestFenceHoldsOffTakeover|TestTakeoverBlockedByFenceIsHeld)$",
+	},
+	{
+		name: "deadline-late",
+		what: "the holder's local deadline falls after the database's expiry",
+		edits: []edit{{"lockmgr/manager.go",
+			"\t\tl.deadline = start.Add(ttl - m.margin(ttl))",
+			"\t\tl.deadline = start.Add(ttl + m.margin(ttl))"}},
+		pkg: "lockmgr", tests: "^TestDeadlineComesFirst$",
+	},
+}
