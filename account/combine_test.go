@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/internal/wait"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -169,17 +170,11 @@ func TestChangesOfOneAccountShareCommits(t *testing.T) {
 	}
 	t.Logf("%d entries in %d transactions", entries, txs)
 	// The worker removes the queue just after delivering the last outcome.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	wait.Until(t, 5*time.Second, "the worker to remove its queue", func() bool {
 		s.combine.mu.Lock()
-		left := len(s.combine.queues)
-		s.combine.mu.Unlock()
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d queues left behind", left)
-		}
-	}
+		defer s.combine.mu.Unlock()
+		return len(s.combine.queues) == 0
+	})
 }
 
 // TestQueuedChangeGivenUpChangesNothing: a change still waiting in the queue
@@ -201,17 +196,11 @@ func TestQueuedChangeGivenUpChangesNothing(t *testing.T) {
 		_, err := s.Withdraw(gaveUp, Change{AccountID: a.ID, Amount: 20, Strategy: StrategyRow})
 		second <- err
 	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	wait.Until(t, 5*time.Second, "the second change to queue", func() bool {
 		s.combine.mu.Lock()
-		queued := len(s.combine.queues[queueKey{a.ID, StrategyRow}])
-		s.combine.mu.Unlock()
-		if queued == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the second change never queued")
-		}
-	}
+		defer s.combine.mu.Unlock()
+		return len(s.combine.queues[queueKey{a.ID, StrategyRow}]) == 1
+	})
 	cancel()
 	if err := <-second; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the given-up change: %v; want context.Canceled", err)
@@ -238,6 +227,9 @@ func changeBehindHeldRow(t *testing.T, pool *pgxpool.Pool, id int64, change func
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered first, so that a failure below cannot leave the change
+	// blocked behind the row for ever.
+	t.Cleanup(func() { _ = blocker.Rollback(context.Background()) })
 	if _, err := blocker.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, id); err != nil {
 		t.Fatal(err)
 	}
@@ -250,19 +242,12 @@ func changeBehindHeldRow(t *testing.T, pool *pgxpool.Pool, id int64, change func
 // waitForLockWaiter waits until some session of the database waits for a lock.
 func waitForLockWaiter(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	wait.Until(t, 10*time.Second, "a session waiting for the row lock", func() bool {
 		var n int
-		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("nobody ever waited for the row lock")
-		}
-	}
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
+		return err == nil && n > 0
+	})
 }
 
 // TestBatchStatementFailureCommitsNothing: a statement that fails inside the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/internal/wait"
 )
 
 // TestLeaseStrategyUnderContention: 200 lease withdrawals of 100 from an
@@ -113,13 +114,10 @@ func TestPausedLeaseHolder(t *testing.T) {
 				_, err := nodeA.Withdraw(b.ctx, account.Change{AccountID: a.ID, Amount: 1000, Strategy: tt.strategy, Hold: 1500 * time.Millisecond})
 				late <- err
 			}()
-			// node-a holds the lease and is "paused" in its hold.
-			for {
-				if s, err := b.locks.Get(b.ctx, account.LeaseResource(a.ID)); err == nil && s.Held && s.Holder == "node-a" {
-					break
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			wait.Until(t, 10*time.Second, `node-a to hold the lease and be "paused" in its hold`, func() bool {
+				s, err := b.locks.Get(b.ctx, account.LeaseResource(a.ID))
+				return err == nil && s.Held && s.Holder == "node-a"
+			})
 			res, err := nodeB.Withdraw(b.ctx, account.Change{AccountID: a.ID, Amount: 1000, Strategy: tt.strategy})
 			if err != nil {
 				t.Fatalf("node-b: %v", err)

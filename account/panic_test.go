@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lockbank/lockbank/internal/wait"
 )
 
 // TestCombinerSurvivesAPanic: when applying a batch panics, every change in
@@ -29,11 +31,13 @@ func TestCombinerSurvivesAPanic(t *testing.T) {
 				}
 				// Panic only once the other clients are queued behind
 				// this batch, so that the panic strands them if it can.
-				waitFor(t, 10*time.Second, func() bool {
+				if !wait.For(10*time.Second, func() bool {
 					s.combine.mu.Lock()
 					defer s.combine.mu.Unlock()
 					return len(s.combine.queues[queue]) == clients-1
-				})
+				}) {
+					t.Errorf("the other %d clients never queued", clients-1)
+				}
 				panic("injected")
 			}
 
@@ -78,18 +82,5 @@ func TestCombinerSurvivesAPanic(t *testing.T) {
 				t.Fatalf("balance %d, %d entries, %d keys; want %d, %d, %d", balance, entries, keys, want, clients+1, clients)
 			}
 		})
-	}
-}
-
-// waitFor polls cond until it holds, or marks t failed after timeout. It may
-// be called from any goroutine: it reports with t.Errorf, never t.Fatal.
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Errorf("condition not met within %s", timeout)
-			return
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,10 +21,12 @@ func terminateOwnSession(t *testing.T, s *Service, tx pgx.Tx) {
 	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
-		t.Fatal(err)
+	// With a timeout, pg_terminate_backend returns only once the backend has
+	// exited, so its FATAL is already on the session's socket.
+	var gone bool
+	if err := s.pool.QueryRow(ctx, `SELECT pg_terminate_backend($1, 10000)`, pid).Scan(&gone); err != nil || !gone {
+		t.Fatalf("terminate backend %d: %v (gone: %v)", pid, err, gone)
 	}
-	time.Sleep(100 * time.Millisecond) // the backend's FATAL is on its way
 }
 
 func TestInTxTellsUnknownCommitsFromCertainFailures(t *testing.T) {

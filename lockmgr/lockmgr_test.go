@@ -250,22 +250,25 @@ func TestTokensSurviveCleanup(t *testing.T) {
 	}
 }
 
+// TestWaiterWokenByRelease: a waiter on another Manager (another node),
+// registered in the database as waiting, is woken by the holder's release —
+// its notification — long before the 30 s lease would run out.
 func TestWaiterWokenByRelease(t *testing.T) {
 	t.Parallel()
-	m, b := setup(t)
-	holder := mustAcquire(t, m, "res:w", "node-a", 30*time.Second)
+	ms, b := managers(t, 2)
+	holder := mustAcquire(t, ms[0], "res:w", "node-a", 30*time.Second)
 	got := make(chan time.Time, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 		defer cancel()
-		if _, err := m.Acquire(ctx, "res:w", "node-b", time.Second); err != nil {
+		if _, err := ms[1].Acquire(ctx, "res:w", "node-b", time.Second); err != nil {
 			t.Errorf("Acquire: %v", err)
 		}
 		got <- time.Now()
 	}()
-	time.Sleep(300 * time.Millisecond) // the waiter is asleep until the 30 s lease runs out
+	waitForWaiters(t, b, "res:w", 1)
 	released := time.Now()
-	if err := m.Release(b.ctx, "res:w", holder.ID); err != nil {
+	if err := ms[0].Release(b.ctx, "res:w", holder.ID); err != nil {
 		t.Fatal(err)
 	}
 	woke := <-got

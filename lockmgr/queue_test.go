@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockbank/lockbank/internal/wait"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -16,11 +17,20 @@ import (
 // true soon.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10 s for %s", what)
-		}
-	}
+	wait.Until(t, 10*time.Second, what, cond)
+}
+
+// waitForWaiters waits until n Managers are registered in the database as
+// waiting for resource: each holds a shared advisory lock on its listening
+// session while its callers wait (queries.go, sqlRegisterWaiter).
+func waitForWaiters(t *testing.T, b bundle, resource string, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d Managers registered as waiting for %s", n, resource), func() bool {
+		var waiting int
+		err := b.pool.QueryRow(b.ctx, `SELECT count(DISTINCT pid) FROM pg_locks
+			WHERE locktype = 'advisory' AND granted AND classid = 1818979687 AND objid::int = hashtext($1)`, resource).Scan(&waiting)
+		return err == nil && waiting >= n
+	})
 }
 
 // TestAcquireIsFairInOneManager: workers sharing one Manager contend on one

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/internal/wait"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -165,20 +166,14 @@ func TestWaiterSurvivesListenerLoss(t *testing.T) {
 	}()
 	// The waiter's listener is the only session that LISTENs or holds an
 	// advisory lock; find it once it has registered, and end it.
-	var killed bool
-	for deadline := time.Now().Add(10 * time.Second); !killed && time.Now().Before(deadline); {
+	wait.Until(t, 10*time.Second, "the waiter's listener to register (and be terminated)", func() bool {
+		var killed bool
 		err := admin.QueryRow(ctx, `
 			SELECT count(pg_terminate_backend(a.pid)) > 0
 			FROM pg_stat_activity a JOIN pg_locks k ON k.pid = a.pid AND k.locktype = 'advisory'
 			WHERE a.datname = current_database()`).Scan(&killed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !killed {
-		t.Fatal("the waiter's listener never registered")
-	}
+		return err == nil && killed
+	})
 	released := time.Now()
 	if err := holderSide.Release(ctx, l.Resource, l.ID); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/internal/wait"
 )
 
 func (b bundle) lock(t *testing.T, resource, body string) response {
@@ -75,13 +77,27 @@ func TestLockAPI(t *testing.T) {
 		t.Fatalf("node-b's lease was touched: %s", r.body)
 	}
 
-	// A waiter is granted the lock when the holder releases.
-	done := make(chan response, 1)
-	go func() { done <- b.lock(t, "printer:1", `{"holder":"node-c","ttl_ms":1000,"wait_ms":10000}`) }()
-	time.Sleep(200 * time.Millisecond)
+	// A waiter is granted the lock when the holder releases: once it is
+	// registered in the database as waiting, the release must wake it (its
+	// wait of 10 s is far shorter than node-b's 60 s lease).
+	type answer struct {
+		r   response
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		r, err := b.send(request{"POST", "/v1/locks/printer:1", nil, `{"holder":"node-c","ttl_ms":1000,"wait_ms":10000}`})
+		done <- answer{r, err}
+	}()
+	wait.Until(t, 10*time.Second, "the waiter to register", func() bool {
+		var waiting bool
+		err := b.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_locks
+			WHERE locktype = 'advisory' AND granted AND classid = 1818979687 AND objid::int = hashtext('printer:1'))`).Scan(&waiting)
+		return err == nil && waiting
+	})
 	b.do(t, request{"DELETE", "/v1/locks/printer:1", map[string]string{"Lease-Id": idB}, ``})
-	if r := <-done; r.status != 201 || r.json(t)["holder"] != "node-c" {
-		t.Fatalf("waiter: %d %s", r.status, r.body)
+	if a := <-done; a.err != nil || a.r.status != 201 || a.r.json(t)["holder"] != "node-c" {
+		t.Fatalf("waiter: %v %d %s", a.err, a.r.status, a.r.body)
 	}
 	// One that waits in vain is told who holds it.
 	r = b.lock(t, "printer:1", `{"holder":"node-d","ttl_ms":1000,"wait_ms":200}`)

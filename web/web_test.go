@@ -65,9 +65,19 @@ type request struct {
 
 func (b bundle) do(t *testing.T, req request) response {
 	t.Helper()
-	httpReq, err := http.NewRequest(req.method, b.url+req.path, strings.NewReader(req.body))
+	r, err := b.send(req)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// send is do for goroutines other than the test's, which must not call
+// t.Fatal: it returns the error instead.
+func (b bundle) send(req request) (response, error) {
+	httpReq, err := http.NewRequest(req.method, b.url+req.path, strings.NewReader(req.body))
+	if err != nil {
+		return response{}, err
 	}
 	if req.body != "" {
 		httpReq.Header.Set("Content-Type", "application/json")
@@ -81,11 +91,11 @@ func (b bundle) do(t *testing.T, req request) response {
 	}
 	resp, err := http.DefaultClient.Do(httpReq)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: body}
+	body, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: body}, err
 }
 
 func (b bundle) createAccount(t *testing.T, balance int64) int64 {
