@@ -22,6 +22,7 @@ type op struct {
 	Amount   int64   `json:"amount,omitempty"`
 	Key      string  `json:"key,omitempty"`
 	Strategy string  `json:"strategy,omitempty"`
+	Hold     int64   `json:"hold_ms,omitempty"` // a lease withdrawal's pause inside its lease
 	Node     string  `json:"node"`
 	Invoke   float64 `json:"invoke"`
 	Complete float64 `json:"complete"`
