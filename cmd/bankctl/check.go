@@ -90,6 +90,7 @@ type checkResult struct {
 	ProbesFenced   int            `json:"pause_probes_fenced"`
 	Retried        int            `json:"retried_writes"` // writes that took more than one attempt
 	Attempts       int            `json:"write_attempts"`
+	Replays        int            `json:"replays"` // attempts answered with the stored outcome of an earlier one
 	Violations     []violation    `json:"violations"`
 	ViolationCount int            `json:"violation_count"`
 }
@@ -291,6 +292,9 @@ func summarize(ops []op, fs []fault) checkResult {
 			if isFenceRefusal(a.Code) {
 				res.FenceRejected++
 			}
+			if a.Replayed {
+				res.Replays++
+			}
 		}
 	}
 	for _, ft := range fs {
@@ -392,7 +396,7 @@ func (w *workload) attempt(ctx context.Context, n *node, o *op, timeout time.Dur
 	default:
 		r, err = n.api.withdraw(ctx, o.Account, withdrawal{Amount: o.Amount, Strategy: o.Strategy, HoldMS: o.Hold}, map[string]string{"Idempotency-Key": o.Key})
 	}
-	a.Complete = w.since()
+	a.Complete, a.Replayed = w.since(), r.Replayed
 	switch {
 	case err != nil:
 		a.Outcome, a.Code = outcomeInfo, "no_answer"
@@ -488,7 +492,7 @@ func writeHistory(path string, ops []op, faults []fault) error {
 
 func printCheck(tl *timeline, r checkResult, history string, pausesTried int) {
 	tl.printf("\n%d operations: %d ok, %d fail, %d info (unknown outcome)\n", r.Operations, r.Outcomes[outcomeOK], r.Outcomes[outcomeFail], r.Outcomes[outcomeInfo])
-	tl.printf("writes retried with their Idempotency-Key: %d (%d attempts for all writes)\n", r.Retried, r.Attempts)
+	tl.printf("writes retried with their Idempotency-Key: %d (%d attempts for all writes); answers that replayed an earlier attempt's outcome: %d\n", r.Retried, r.Attempts, r.Replays)
 	tl.printf("faults: %v\n", r.Faults)
 	tl.printf("refusals and unknowns by code, per attempt: %v\n", r.Codes)
 	tl.printf("writes refused by the fence: %d; pauses inside a lease whose late write the fence refused: %d of %d\n", r.FenceRejected, r.ProbesFenced, r.PauseProbes)

@@ -44,6 +44,7 @@ type attempt struct {
 	Complete float64 `json:"complete"`
 	Outcome  string  `json:"outcome"`
 	Code     string  `json:"code,omitempty"`
+	Replayed bool    `json:"replayed,omitempty"` // the answer was the stored outcome of an earlier attempt
 }
 
 // Outcomes.
