@@ -31,7 +31,7 @@ func (f *checkFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.clients, "clients", 16, "concurrent clients")
 	fs.DurationVar(&f.duration, "duration", 30*time.Second, "how long the workload runs")
 	fs.IntVar(&f.accounts, "accounts", 8, "accounts the clients contend on")
-	fs.StringVar(&f.faults, "faults", "pause,kill,terminate,db-restart", "faults to inject, comma-separated: pause (SIGSTOP past the lease TTL), kill (SIGKILL, then restart), terminate (pg_terminate_backend of bankd's sessions), db-restart (PostgreSQL immediate shutdown and restart); empty for none")
+	fs.StringVar(&f.faults, "faults", "pause,kill,terminate,db-restart", "faults to inject, comma-separated: pause (SIGSTOP a node inside a lease withdrawal, past the lease TTL; its late write must be refused by the fence), kill (SIGKILL, then restart), terminate (pg_terminate_backend of bankd's sessions), db-restart (PostgreSQL immediate shutdown and restart); empty for none")
 	fs.DurationVar(&f.every, "fault-every", 3*time.Second, "pause between faults")
 	fs.DurationVar(&f.timeout, "timeout", time.Second, "client timeout of half the clients, shorter than the pauses so that unknown outcomes really happen; the other half wait 5 times as long")
 	fs.StringVar(&f.strategy, "strategies", "row,lease", "withdrawal strategies to draw from; with unsafe or lease-nofence the check should find violations")
