@@ -31,7 +31,7 @@ func (f *checkFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.clients, "clients", 16, "concurrent clients")
 	fs.DurationVar(&f.duration, "duration", 30*time.Second, "how long the workload runs")
 	fs.IntVar(&f.accounts, "accounts", 8, "accounts the clients contend on")
-	fs.StringVar(&f.faults, "faults", "pause,kill,terminate,db-restart", "faults to inject, comma-separated: pause (SIGSTOP past the lease TTL), kill (SIGKILL, then restart), terminate (pg_terminate_backend of bankd's sessions), db-restart (PostgreSQL immediate shutdown and restart); empty for none")
+	fs.StringVar(&f.faults, "faults", "pause,kill,terminate,db-restart", "faults to inject, comma-separated: pause (SIGSTOP a node inside a lease withdrawal, past the lease TTL; its late write must be refused by the fence), kill (SIGKILL, then restart), terminate (pg_terminate_backend of bankd's sessions), db-restart (PostgreSQL immediate shutdown and restart); empty for none")
 	fs.DurationVar(&f.every, "fault-every", 3*time.Second, "pause between faults")
 	fs.DurationVar(&f.timeout, "timeout", time.Second, "client timeout of half the clients, shorter than the pauses so that unknown outcomes really happen; the other half wait 5 times as long")
 	fs.StringVar(&f.strategy, "strategies", "row,lease", "withdrawal strategies to draw from; with unsafe or lease-nofence the check should find violations")
@@ -71,30 +71,69 @@ type fault struct {
 	Node  string  `json:"node,omitempty"`
 	Start float64 `json:"start"`
 	End   float64 `json:"end"`
+	Error string  `json:"error,omitempty"` // the fault could not be injected
+	// A pause's probe (pauseInLease): the tokens of the frozen node's lease
+	// and of the lease taken while it was frozen, and what its late write got.
+	TokenFrozen int64  `json:"token_frozen,omitempty"`
+	TokenNewer  int64  `json:"token_newer,omitempty"`
+	LateWrite   string `json:"late_write,omitempty"` // "201" or the problem code
 }
 
 type checkResult struct {
 	Valid          bool           `json:"valid"`
 	Operations     int            `json:"operations"`
 	Outcomes       map[string]int `json:"outcomes"`
-	Codes          map[string]int `json:"codes"`
+	Codes          map[string]int `json:"codes"` // of every attempt that was not ok
 	Faults         map[string]int `json:"faults"`
-	FenceRejected  int            `json:"fence_rejections"`
+	FenceRejected  int            `json:"fence_rejections"` // attempts refused stale_fencing_token or lease_expired
+	PauseProbes    int            `json:"pause_probes"`     // pause faults that froze a node inside a lease
+	ProbesFenced   int            `json:"pause_probes_fenced"`
+	Retried        int            `json:"retried_writes"` // writes that took more than one attempt
+	Attempts       int            `json:"write_attempts"`
+	Replays        int            `json:"replays"` // attempts answered with the stored outcome of an earlier one
 	Violations     []violation    `json:"violations"`
 	ViolationCount int            `json:"violation_count"`
 }
 
+// Retries of a write whose outcome is unknown, or that was refused for want
+// of the database or a lock: at most this many attempts in all, each on the
+// next node, the same body and Idempotency-Key each time.
+const maxAttempts = 4
+
+// workload is the history being recorded: every operation, numbered in the
+// order their answers came.
+type workload struct {
+	nodes []*node
+	start time.Time
+	runCx context.Context // the run's window: no new operations or retries after it
+
+	mu  sync.Mutex
+	ops []op
+}
+
+func (w *workload) since() float64 { return time.Since(w.start).Seconds() }
+
+// record adds o to the history and returns how many operations it holds.
+func (w *workload) record(o op) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	o.Index = len(w.ops)
+	w.ops = append(w.ops, o)
+	return len(w.ops)
+}
+
 // runCheck is a Jepsen-style bank test: clients run random deposits,
 // withdrawals (row and lease, some holding inside the critical section) and
-// reads with idempotency keys while faults are injected; every operation is
-// recorded, and the history is checked against the final ledgers.
+// reads with idempotency keys while faults are injected; writes whose
+// outcome is unknown are retried with the same key on another node; every
+// operation is recorded, and the history is checked against the final
+// ledgers. Every pause fault freezes a node inside a lease (pauseInLease),
+// so the run fails if pauses were injected and the fence refused nothing.
 func runCheck(ctx context.Context, c *cluster, tl *timeline, f checkFlags) error {
 	faults := splitList(f.faults)
 	if len(faults) > 0 && !c.own && c.nodes[0].docker == "" {
 		return usageError("faults need the own cluster (or --docker for pause and kill on node-a); use --faults '' against plain --targets")
 	}
-	start := time.Now()
-	since := func() float64 { return time.Since(start).Seconds() }
 	strategies := splitList(f.strategy)
 	var ids []int64
 	const opening = 100_000
@@ -105,38 +144,36 @@ func runCheck(ctx context.Context, c *cluster, tl *timeline, f checkFlags) error
 		}
 		ids = append(ids, id)
 	}
+	// The pause probe's own account: nobody else writes to it, so what the
+	// probe does there is exactly what the fence decides.
+	probeAccount, err := c.nodes[0].api.createAccount(ctx, "check-pause-probe", opening)
+	if err != nil {
+		return trouble(err)
+	}
 	tl.note("check: %d clients for %s over %d accounts on %d nodes; faults: %s every %s; client timeout %s",
 		f.clients, f.duration, f.accounts, len(c.nodes), strings.Join(faults, ", "), f.every, f.timeout)
 
-	var (
-		mu    sync.Mutex
-		ops   []op
-		fs    []fault
-		wg    sync.WaitGroup
-		runCx context.Context
-	)
 	runCx, stop := context.WithTimeout(ctx, f.duration)
 	defer stop()
+	w := &workload{nodes: c.nodes, start: time.Now(), runCx: runCx}
+	var (
+		mu sync.Mutex
+		fs []fault
+		wg sync.WaitGroup
+	)
 	for client := range f.clients {
 		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(client), uint64(start.UnixNano())))
+			rng := rand.New(rand.NewPCG(uint64(client), uint64(w.start.UnixNano())))
 			for seq := 0; runCx.Err() == nil; seq++ {
 				o := randomOp(rng, client, seq, ids, c.nodes, strategies)
-				o.Invoke = since()
 				// Half the clients give up before a paused node resumes (unknown
 				// outcomes); the other half wait long enough to hear the fence.
 				timeout := f.timeout
 				if client%2 == 1 {
 					timeout *= 5
 				}
-				issue(ctx, c.nodes, &o, timeout)
-				o.Complete = since()
-				mu.Lock()
-				o.Index = len(ops)
-				ops = append(ops, o)
-				n := len(ops)
-				mu.Unlock()
-				if n%100 == 0 {
+				w.perform(ctx, &o, c.nodes, timeout)
+				if n := w.record(o); n%100 == 0 {
 					tl.showProgress("operations", n, 0)
 				}
 			}
@@ -153,14 +190,19 @@ func runCheck(ctx context.Context, c *cluster, tl *timeline, f checkFlags) error
 				if runCx.Err() != nil {
 					return
 				}
-				ft := fault{Kind: faults[i%len(faults)], Start: since()}
-				err := inject(ctx, c, &ft, i)
-				ft.End = since()
+				ft := fault{Kind: faults[i%len(faults)], Start: w.since()}
+				err := inject(ctx, c, w, probeAccount, &ft, i)
+				ft.End = w.since()
 				if err != nil {
+					ft.Error = err.Error()
 					tl.note("fault %s failed: %v", ft.Kind, err)
-					continue
+				} else {
+					result := fmt.Sprintf("%.1fs–%.1fs", ft.Start, ft.End)
+					if ft.Kind == "pause" {
+						result += ", late write " + ft.LateWrite
+					}
+					tl.event(ft.Node, "fault: "+ft.Kind, 0, result, bad)
 				}
-				tl.event(ft.Node, "fault: "+ft.Kind, 0, fmt.Sprintf("%.1fs–%.1fs", ft.Start, ft.End), bad)
 				mu.Lock()
 				fs = append(fs, ft)
 				mu.Unlock()
@@ -176,7 +218,7 @@ func runCheck(ctx context.Context, c *cluster, tl *timeline, f checkFlags) error
 		}
 	}
 	var finals []finalAccount
-	for _, id := range ids {
+	for _, id := range append(ids, probeAccount) {
 		st, err := c.nodes[0].api.account(ctx, id)
 		if err != nil {
 			return trouble(err)
@@ -184,19 +226,8 @@ func runCheck(ctx context.Context, c *cluster, tl *timeline, f checkFlags) error
 		finals = append(finals, toFinal(id, st))
 	}
 
-	res := checkResult{Operations: len(ops), Outcomes: map[string]int{}, Codes: map[string]int{}, Faults: map[string]int{}}
-	for _, o := range ops {
-		res.Outcomes[o.Outcome]++
-		if o.Code != "" {
-			res.Codes[o.Code]++
-		}
-		if o.Code == "stale_fencing_token" || o.Code == "lease_expired" {
-			res.FenceRejected++
-		}
-	}
-	for _, ft := range fs {
-		res.Faults[ft.Kind]++
-	}
+	ops := w.ops
+	res := summarize(ops, fs)
 	all := checkHistory(ops, finals)
 	res.ViolationCount = len(all)
 	res.Violations = all[:min(len(all), 10)]
@@ -211,7 +242,7 @@ func runCheck(ctx context.Context, c *cluster, tl *timeline, f checkFlags) error
 		if err != nil {
 			return trouble(err)
 		}
-		err = writePlot(out, ops, fs, since())
+		err = writePlot(out, ops, fs, w.since())
 		if cerr := out.Close(); err == nil {
 			err = cerr
 		}
@@ -220,12 +251,70 @@ func runCheck(ctx context.Context, c *cluster, tl *timeline, f checkFlags) error
 		}
 		tl.note("plot: %s", f.plot)
 	}
-	printCheck(tl, res, f.history)
+	pausesTried := 0
+	for _, ft := range fs {
+		if ft.Kind == "pause" {
+			pausesTried++
+		}
+	}
+	printCheck(tl, res, f.history, pausesTried)
 	tl.result(res)
-	if !res.Valid {
+	switch {
+	case !res.Valid:
 		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d violations", len(all))}
+	case pausesTried > 0 && res.FenceRejected == 0:
+		// A fault that did not bite proves nothing: the pauses froze nodes
+		// inside leases, so a working fence must have refused their writes.
+		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d pause faults, but the fence refused no write: the pauses did not bite, or the fence is gone", pausesTried)}
 	}
 	return nil
+}
+
+// summarize counts outcomes, codes and fence refusals, the last over every
+// attempt (a refused attempt may have been retried).
+func summarize(ops []op, fs []fault) checkResult {
+	res := checkResult{Operations: len(ops), Outcomes: map[string]int{}, Codes: map[string]int{}, Faults: map[string]int{}}
+	for _, o := range ops {
+		res.Outcomes[o.Outcome]++
+		attempts := o.Attempts
+		if len(attempts) == 0 { // a read: its one request
+			attempts = []attempt{{Outcome: o.Outcome, Code: o.Code}}
+		} else {
+			res.Attempts += len(attempts)
+			if len(attempts) > 1 {
+				res.Retried++
+			}
+		}
+		for _, a := range attempts {
+			if a.Code != "" {
+				res.Codes[a.Code]++
+			}
+			if isFenceRefusal(a.Code) {
+				res.FenceRejected++
+			}
+			if a.Replayed {
+				res.Replays++
+			}
+		}
+	}
+	for _, ft := range fs {
+		if ft.Error != "" {
+			continue
+		}
+		res.Faults[ft.Kind]++
+		if ft.Kind == "pause" {
+			res.PauseProbes++
+			if isFenceRefusal(ft.LateWrite) {
+				res.ProbesFenced++
+			}
+		}
+	}
+	return res
+}
+
+// isFenceRefusal: the codes of a write that the fence refused.
+func isFenceRefusal(code string) bool {
+	return code == "stale_fencing_token" || code == "lease_expired"
 }
 
 func randomOp(rng *rand.Rand, client, seq int, ids []int64, nodes []*node, strategies []string) op {
@@ -236,6 +325,9 @@ func randomOp(rng *rand.Rand, client, seq int, ids []int64, nodes []*node, strat
 		o.Kind, o.Amount, o.Strategy = "deposit", 1+rng.Int64N(100), "row"
 	case r < 0.85:
 		o.Kind, o.Amount, o.Strategy = "withdrawal", 1+rng.Int64N(300), strategies[rng.IntN(len(strategies))]
+		if strings.HasPrefix(o.Strategy, "lease") && o.Amount%3 == 0 { // a third of lease withdrawals pause inside their lease,
+			o.Hold = 300 // so that faults land in critical sections
+		}
 	case r < 0.95:
 		o.Kind, o.Key = "read", ""
 	default:
@@ -244,16 +336,45 @@ func randomOp(rng *rand.Rand, client, seq int, ids []int64, nodes []*node, strat
 	return o
 }
 
-// issue sends o to its node and records the outcome: ok (applied), fail (a
-// refusal: nothing was applied) or info (no answer, or an answer that does
-// not say whether anything was applied).
-func issue(ctx context.Context, nodes []*node, o *op, timeout time.Duration) {
-	var n *node
-	for _, c := range nodes {
-		if c.name == o.Node {
-			n = c
+// perform runs o, starting on its node. A read is one request. A write is
+// retried, while the run lasts, when its outcome is unknown (no answer, a
+// timeout, 503 outcome_unknown, 500) or it was refused for want of the
+// database or a lock (503 database_unavailable, lock_timeout): with the same
+// body and Idempotency-Key, on the next of nodes, up to maxAttempts in all.
+// The idempotency record makes the attempts together apply it at most once.
+func (w *workload) perform(ctx context.Context, o *op, nodes []*node, timeout time.Duration) {
+	next := 0
+	for i, n := range nodes {
+		if n.name == o.Node {
+			next = i
 		}
 	}
+	if !isWrite(*o) {
+		a := w.attempt(ctx, nodes[next], o, timeout)
+		o.Invoke, o.Complete, o.Outcome, o.Code = a.Invoke, a.Complete, a.Outcome, a.Code
+		return
+	}
+	for i := 1; ; i++ {
+		a := w.attempt(ctx, nodes[next], o, timeout)
+		o.Attempts = append(o.Attempts, a)
+		retry := a.Outcome == outcomeInfo || a.Code == "database_unavailable" || a.Code == "lock_timeout"
+		if !retry || i == maxAttempts || w.runCx.Err() != nil {
+			break
+		}
+		select {
+		case <-w.runCx.Done():
+		case <-time.After(time.Duration(i) * 150 * time.Millisecond):
+		}
+		next = (next + 1) % len(nodes)
+	}
+	settle(o)
+}
+
+// attempt sends o to n once and classifies the answer: ok (applied), fail
+// (a refusal: nothing was applied, nor ever will be by this request) or info
+// (no answer, or an answer that does not say whether anything was applied).
+func (w *workload) attempt(ctx context.Context, n *node, o *op, timeout time.Duration) attempt {
+	a := attempt{Node: n.name, Invoke: w.since()}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	path := fmt.Sprintf("/v1/accounts/%d", o.Account)
@@ -273,27 +394,26 @@ func issue(ctx context.Context, nodes []*node, o *op, timeout time.Duration) {
 	case "deposit":
 		r, err = n.api.do(ctx, "POST", path+"/deposits", map[string]any{"amount": o.Amount}, map[string]string{"Idempotency-Key": o.Key})
 	default:
-		hold := int64(0)
-		if strings.HasPrefix(o.Strategy, "lease") && o.Amount%3 == 0 { // a third of lease withdrawals pause inside their lease,
-			hold = 300 // so that faults land in critical sections
-		}
-		r, err = n.api.withdraw(ctx, o.Account, withdrawal{Amount: o.Amount, Strategy: o.Strategy, HoldMS: hold}, map[string]string{"Idempotency-Key": o.Key})
+		r, err = n.api.withdraw(ctx, o.Account, withdrawal{Amount: o.Amount, Strategy: o.Strategy, HoldMS: o.Hold}, map[string]string{"Idempotency-Key": o.Key})
 	}
+	a.Complete, a.Replayed = w.since(), r.Replayed
 	switch {
 	case err != nil:
-		o.Outcome, o.Code = outcomeInfo, "no_answer"
+		a.Outcome, a.Code = outcomeInfo, "no_answer"
 	case r.Status == http.StatusOK || r.Status == http.StatusCreated:
-		o.Outcome, o.Balance, o.Token = outcomeOK, r.int("balance"), r.int("fence_token")
+		a.Outcome = outcomeOK
+		o.Balance, o.Token = r.int("balance"), r.int("fence_token")
 	case r.Status >= 400 && r.Status < 500, r.Code == "lock_timeout", r.Code == "database_unavailable":
 		// Refusals, and 503s that bankd gives only when nothing was committed.
-		o.Outcome, o.Code = outcomeFail, r.Code
+		a.Outcome, a.Code = outcomeFail, r.Code
 	default:
-		o.Outcome, o.Code = outcomeInfo, r.Code
+		a.Outcome, a.Code = outcomeInfo, r.Code
 	}
+	return a
 }
 
 // inject applies one fault and heals it before returning.
-func inject(ctx context.Context, c *cluster, ft *fault, i int) error {
+func inject(ctx context.Context, c *cluster, w *workload, probeAccount int64, ft *fault, i int) error {
 	// Rotate through the nodes out of step with the fault kinds, so that every
 	// kind of fault hits every node in turn.
 	n := c.nodes[(i+i/len(c.nodes))%len(c.nodes)]
@@ -303,12 +423,7 @@ func inject(ctx context.Context, c *cluster, ft *fault, i int) error {
 	ft.Node = n.name
 	switch ft.Kind {
 	case "pause":
-		if err := n.freeze(ctx); err != nil {
-			return err
-		}
-		// Past the lease TTL (2 s in the own cluster) and the row-lock TTL.
-		time.Sleep(2500 * time.Millisecond)
-		return n.resume(ctx)
+		return pauseInLease(ctx, c, w, n, probeAccount, ft, i)
 	case "kill":
 		if err := n.kill(ctx); err != nil {
 			return err
@@ -375,14 +490,14 @@ func writeHistory(path string, ops []op, faults []fault) error {
 	return f.Close()
 }
 
-func printCheck(tl *timeline, r checkResult, history string) {
+func printCheck(tl *timeline, r checkResult, history string, pausesTried int) {
 	tl.printf("\n%d operations: %d ok, %d fail, %d info (unknown outcome)\n", r.Operations, r.Outcomes[outcomeOK], r.Outcomes[outcomeFail], r.Outcomes[outcomeInfo])
+	tl.printf("writes retried with their Idempotency-Key: %d (%d attempts for all writes); answers that replayed an earlier attempt's outcome: %d\n", r.Retried, r.Attempts, r.Replays)
 	tl.printf("faults: %v\n", r.Faults)
-	tl.printf("refusals and unknowns by code: %v\n", r.Codes)
-	if r.FenceRejected == 0 {
-		tl.printf("no write was rejected by a fence in this run: the faults did not land inside a lease's critical section\n")
-	} else {
-		tl.printf("writes rejected by the fence: %d\n", r.FenceRejected)
+	tl.printf("refusals and unknowns by code, per attempt: %v\n", r.Codes)
+	tl.printf("writes refused by the fence: %d; pauses inside a lease whose late write the fence refused: %d of %d\n", r.FenceRejected, r.ProbesFenced, r.PauseProbes)
+	if pausesTried > 0 && r.FenceRejected == 0 {
+		tl.printf("%s: %d pause faults, but the fence refused no write\n", tl.paint("FAULTS DID NOT BITE", bad), pausesTried)
 	}
 	if history != "" {
 		tl.printf("history: %s\n", history)

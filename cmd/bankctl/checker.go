@@ -10,14 +10,19 @@ import (
 // Invoke, answered at Complete with Outcome ok (applied), fail (refused, so
 // not applied) or info (unknown: timed out or dropped; it may or may not
 // have been applied, now or later).
+//
+// A write may take several attempts: the client retries an unknown outcome
+// with the same Idempotency-Key, on another node. Then Attempts holds each
+// request and the fields above sum them up (settle).
 type op struct {
 	Index    int     `json:"index"`
 	Client   int     `json:"client"`
-	Kind     string  `json:"kind"` // deposit, withdrawal, read
+	Kind     string  `json:"kind"` // deposit, withdrawal, read, ledger
 	Account  int64   `json:"account"`
 	Amount   int64   `json:"amount,omitempty"`
 	Key      string  `json:"key,omitempty"`
 	Strategy string  `json:"strategy,omitempty"`
+	Hold     int64   `json:"hold_ms,omitempty"` // a lease withdrawal's pause inside its lease
 	Node     string  `json:"node"`
 	Invoke   float64 `json:"invoke"`
 	Complete float64 `json:"complete"`
@@ -26,8 +31,20 @@ type op struct {
 	Balance  int64   `json:"balance,omitempty"` // a read's answer
 	Token    int64   `json:"token,omitempty"`
 	// A ledger read's answer, in short: how many entries, and a digest of them.
-	Entries int    `json:"entries,omitempty"`
-	Digest  string `json:"digest,omitempty"`
+	Entries  int       `json:"entries,omitempty"`
+	Digest   string    `json:"digest,omitempty"`
+	Attempts []attempt `json:"attempts,omitempty"`
+}
+
+// attempt is one request of a write: the same body and Idempotency-Key each
+// time, to whichever node.
+type attempt struct {
+	Node     string  `json:"node"`
+	Invoke   float64 `json:"invoke"`
+	Complete float64 `json:"complete"`
+	Outcome  string  `json:"outcome"`
+	Code     string  `json:"code,omitempty"`
+	Replayed bool    `json:"replayed,omitempty"` // the answer was the stored outcome of an earlier attempt
 }
 
 // Outcomes.
@@ -36,6 +53,31 @@ const (
 	outcomeFail = "fail"
 	outcomeInfo = "info"
 )
+
+// settle sums up a write's attempts: it was invoked with the first and
+// answered with the last. It is acknowledged (ok) when any attempt was
+// answered ok; refused (fail) only when every attempt was refused, since an
+// attempt that went unanswered may still land after a later one was
+// refused; else unknown (info). Idempotency promises that all the attempts
+// together apply the change at most once.
+func settle(o *op) {
+	if len(o.Attempts) == 0 {
+		return
+	}
+	first, last := o.Attempts[0], o.Attempts[len(o.Attempts)-1]
+	o.Node, o.Invoke, o.Complete, o.Code = first.Node, first.Invoke, last.Complete, last.Code
+	o.Outcome = outcomeFail
+	for _, a := range o.Attempts {
+		switch a.Outcome {
+		case outcomeOK:
+			o.Outcome = outcomeOK
+		case outcomeInfo:
+			if o.Outcome == outcomeFail {
+				o.Outcome = outcomeInfo
+			}
+		}
+	}
+}
 
 // finalAccount is an account's state after the run: its balance and ledger.
 type finalAccount struct {
@@ -60,33 +102,52 @@ type violation struct {
 	Detail  string `json:"detail"`
 }
 
-// checkHistory judges a history against the final accounts. It returns
-// every violation of:
-//   - money: balance = opening + deposits − withdrawals by the ledger, every
-//     entry's balance follows from the one before, and no balance is negative;
-//   - exactly once: every ok write is in the ledger exactly once, no failed
-//     write is, an info write at most once, no entry belongs to no operation,
-//     and no idempotency key has two entries;
-//   - reads: never negative, and within the bounds that the ok and ok+info
-//     writes invoked before the read allow;
-//   - fences: the tokens of fenced writes never go down in ledger order;
-//   - append-only: every ledger read is a prefix of the final ledger.
+// The checker's rules, one name each, so that a violation says which broke.
+const (
+	// Money.
+	ruleBalance      = "balance"          // the balance is opening + deposits − withdrawals of the ledger
+	ruleEntryBalance = "entry-balance"    // each entry's balance follows from the one before and its amount
+	ruleNegative     = "negative-balance" // no entry takes the balance below zero
+	// Exactly once, by Idempotency-Key.
+	ruleAtMostOnce   = "at-most-once"            // no key has two ledger entries, however many attempts it took
+	ruleAcknowledged = "acknowledged-in-ledger"  // a write any attempt of which was answered ok is in the ledger
+	ruleRefused      = "refused-not-in-ledger"   // a write every attempt of which was refused is not
+	ruleOrphan       = "entry-without-operation" // every entry has a key that some write of the history sent
+	ruleMismatch     = "entry-matches-operation" // an entry has its write's account, kind and amount
+	// Reads.
+	ruleReadNegative = "read-negative"    // no read sees a negative balance
+	ruleReadLow      = "read-lower-bound" // a read sees at least what the writes around it allow
+	ruleReadHigh     = "read-upper-bound" // and at most that
+	// Fences and the ledger's history.
+	ruleFence      = "fence"       // fencing tokens never go down in ledger order
+	ruleAppendOnly = "append-only" // every ledger read is the beginning of the final ledger
+)
+
+// checkHistory judges a history against the final accounts and returns
+// every violation of the rules above.
 func checkHistory(ops []op, finals []finalAccount) []violation {
+	ops = append([]op(nil), ops...)
+	for i := range ops {
+		settle(&ops[i])
+	}
 	var out []violation
 	add := func(account int64, rule, format string, args ...any) {
 		out = append(out, violation{Account: account, Rule: rule, Detail: fmt.Sprintf(format, args...)})
 	}
 	writes := map[string]op{} // by idempotency key
 	for _, o := range ops {
-		if o.Kind == "deposit" || o.Kind == "withdrawal" {
+		if isWrite(o) {
 			writes[o.Key] = o
 		}
 	}
+	type accountKey struct {
+		account int64
+		key     string
+	}
+	inLedger := map[accountKey]int{}
 	for _, a := range finals {
-		// Money.
 		running := a.Opening
 		var lastToken int64
-		byKey := map[string][]ledgerEntry{}
 		for _, e := range a.Entries {
 			switch e.Kind {
 			case "deposit":
@@ -95,47 +156,39 @@ func checkHistory(ops []op, finals []finalAccount) []violation {
 				running -= e.Amount
 			}
 			if e.Balance != running {
-				add(a.ID, "money", "entry %d says balance %d after it; the ledger implies %d", e.ID, e.Balance, running)
+				add(a.ID, ruleEntryBalance, "entry %d says balance %d after it; the entries up to it make %d", e.ID, e.Balance, running)
 			}
 			if running < 0 {
-				add(a.ID, "money", "entry %d takes the balance to %d", e.ID, running)
+				add(a.ID, ruleNegative, "entry %d takes the balance to %d", e.ID, running)
 			}
 			if e.Token != 0 {
 				if e.Token < lastToken {
-					add(a.ID, "fence", "entry %d was written with token %d after a write with token %d", e.ID, e.Token, lastToken)
+					add(a.ID, ruleFence, "entry %d was written with token %d after a write with token %d", e.ID, e.Token, lastToken)
 				}
 				lastToken = max(lastToken, e.Token)
 			}
-			byKey[e.Key] = append(byKey[e.Key], e)
-		}
-		if running != a.Balance {
-			add(a.ID, "money", "balance %d, but opening %d and the ledger make %d", a.Balance, a.Opening, running)
-		}
-		// Exactly once, from the ledger's side.
-		for key, entries := range byKey {
-			o, known := writes[key]
-			switch {
-			case key == "" || !known:
-				add(a.ID, "exactly-once", "ledger entry %d (key %q) belongs to no operation", entries[0].ID, key)
-			case len(entries) > 1:
-				add(a.ID, "exactly-once", "key %q has %d ledger entries", key, len(entries))
-			case o.Account != a.ID || o.Kind != entries[0].Kind || o.Amount != entries[0].Amount:
-				add(a.ID, "exactly-once", "entry %d (%s %d) does not match its operation (%s %d on account %d)", entries[0].ID, entries[0].Kind, entries[0].Amount, o.Kind, o.Amount, o.Account)
-			case o.Outcome == outcomeFail:
-				add(a.ID, "exactly-once", "operation %d failed (%s) but is in the ledger as entry %d", o.Index, o.Code, entries[0].ID)
+			o, known := writes[e.Key]
+			if e.Key == "" || !known {
+				add(a.ID, ruleOrphan, "ledger entry %d (key %q) belongs to no operation", e.ID, e.Key)
+				continue
+			}
+			if inLedger[accountKey{a.ID, e.Key}]++; inLedger[accountKey{a.ID, e.Key}] == 2 {
+				add(a.ID, ruleAtMostOnce, "key %q has a second ledger entry, %d (%d attempts)", e.Key, e.ID, max(1, len(o.Attempts)))
+			}
+			if o.Account != a.ID || o.Kind != e.Kind || o.Amount != e.Amount {
+				add(a.ID, ruleMismatch, "entry %d (%s %d) does not match its operation (%s %d on account %d)", e.ID, e.Kind, e.Amount, o.Kind, o.Amount, o.Account)
+			}
+			if o.Outcome == outcomeFail {
+				add(a.ID, ruleRefused, "operation %d was refused (%s) but is in the ledger as entry %d", o.Index, o.Code, e.ID)
 			}
 		}
-	}
-	// Exactly once, from the operations' side.
-	inLedger := map[string]bool{}
-	for _, a := range finals {
-		for _, e := range a.Entries {
-			inLedger[e.Key] = true
+		if running != a.Balance {
+			add(a.ID, ruleBalance, "balance %d, but opening %d and the ledger make %d", a.Balance, a.Opening, running)
 		}
 	}
 	for _, o := range ops {
-		if (o.Kind == "deposit" || o.Kind == "withdrawal") && o.Outcome == outcomeOK && !inLedger[o.Key] {
-			add(o.Account, "exactly-once", "operation %d (%s %d, key %q) was acknowledged but is not in the ledger", o.Index, o.Kind, o.Amount, o.Key)
+		if isWrite(o) && o.Outcome == outcomeOK && inLedger[accountKey{o.Account, o.Key}] == 0 {
+			add(o.Account, ruleAcknowledged, "operation %d (%s %d, key %q) was acknowledged but is not in the ledger", o.Index, o.Kind, o.Amount, o.Key)
 		}
 	}
 	out = append(out, checkReads(ops, finals)...)
@@ -144,9 +197,11 @@ func checkHistory(ops []op, finals []finalAccount) []violation {
 	return out
 }
 
+func isWrite(o op) bool { return o.Kind == "deposit" || o.Kind == "withdrawal" }
+
 // checkReads bounds every ok read: writes acknowledged before the read was
-// invoked must be in it; writes invoked before it completed (ok or info)
-// may be; nothing else can be.
+// invoked must be in it; writes invoked before it completed, and not
+// refused, may be; nothing else can be.
 func checkReads(ops []op, finals []finalAccount) []violation {
 	var out []violation
 	opening := map[int64]int64{}
@@ -158,11 +213,11 @@ func checkReads(ops []op, finals []finalAccount) []violation {
 			continue
 		}
 		if r.Balance < 0 {
-			out = append(out, violation{r.Account, "reads", fmt.Sprintf("read %d saw a negative balance %d", r.Index, r.Balance)})
+			out = append(out, violation{r.Account, ruleReadNegative, fmt.Sprintf("read %d saw a negative balance %d", r.Index, r.Balance)})
 		}
 		lo, hi := opening[r.Account], opening[r.Account]
 		for _, w := range ops {
-			if (w.Kind != "deposit" && w.Kind != "withdrawal") || w.Account != r.Account || w.Outcome == outcomeFail {
+			if !isWrite(w) || w.Account != r.Account || w.Outcome == outcomeFail {
 				continue
 			}
 			certain := w.Outcome == outcomeOK && w.Complete < r.Invoke
@@ -180,8 +235,11 @@ func checkReads(ops []op, finals []finalAccount) []violation {
 				lo -= w.Amount
 			}
 		}
-		if r.Balance < lo || r.Balance > hi {
-			out = append(out, violation{r.Account, "reads", fmt.Sprintf("read %d saw %d; the writes around it allow only %d to %d", r.Index, r.Balance, lo, hi)})
+		if r.Balance < lo {
+			out = append(out, violation{r.Account, ruleReadLow, fmt.Sprintf("read %d saw %d; the writes around it allow %d at least", r.Index, r.Balance, lo)})
+		}
+		if r.Balance > hi {
+			out = append(out, violation{r.Account, ruleReadHigh, fmt.Sprintf("read %d saw %d; the writes around it allow %d at most", r.Index, r.Balance, hi)})
 		}
 	}
 	return out
@@ -211,7 +269,7 @@ func checkLedgerReads(ops []op, finals []finalAccount) []violation {
 		}
 		entries := final[r.Account]
 		if r.Entries > len(entries) || ledgerDigest(entries[:r.Entries]) != r.Digest {
-			out = append(out, violation{r.Account, "append-only", fmt.Sprintf("ledger read %d saw %d entries that are not the beginning of the final ledger (%d entries)", r.Index, r.Entries, len(entries))})
+			out = append(out, violation{r.Account, ruleAppendOnly, fmt.Sprintf("ledger read %d saw %d entries that are not the beginning of the final ledger (%d entries)", r.Index, r.Entries, len(entries))})
 		}
 	}
 	return out

@@ -1,27 +1,58 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
 
-// A small valid history: two deposits and a withdrawal on account 1, one
-// refused withdrawal, one unknown-outcome deposit that did land, a read.
+// validHistory is a small valid history on account 1 (opening 100), with
+// account 2 (opening 10) untouched. Each line is there to catch a way the
+// checker could grow too strict; the planted histories below each break it
+// in one place.
+//
+//	ledger    E1 k0 +50 →150, E2 k1 −30 →120 (token 7), E3 k6 +7 →127,
+//	          E4 k3 +5 →132, E5 k4 +10 →142, E6 k5 −20 →122 (token 8)
+//	k2        refused (insufficient funds), not in the ledger
+//	k3        unknown outcome; it landed, and read 8 saw it
+//	k4        first attempt unknown, retried on node-b: acknowledged
+//	k5        unknown, then lock_timeout on retry: still unknown, and it landed
+//	k6        acknowledged while read 5 ran; read 5 did not see it
 func validHistory() ([]op, []finalAccount) {
+	entries := []ledgerEntry{
+		{ID: 1, Kind: "deposit", Amount: 50, Balance: 150, Key: "k0"},
+		{ID: 2, Kind: "withdrawal", Amount: 30, Balance: 120, Key: "k1", Token: 7},
+		{ID: 3, Kind: "deposit", Amount: 7, Balance: 127, Key: "k6"},
+		{ID: 4, Kind: "deposit", Amount: 5, Balance: 132, Key: "k3"},
+		{ID: 5, Kind: "deposit", Amount: 10, Balance: 142, Key: "k4"},
+		{ID: 6, Kind: "withdrawal", Amount: 20, Balance: 122, Key: "k5", Token: 8},
+	}
 	ops := []op{
 		{Index: 0, Kind: "deposit", Account: 1, Amount: 50, Key: "k0", Invoke: 0, Complete: 1, Outcome: outcomeOK},
 		{Index: 1, Kind: "withdrawal", Account: 1, Amount: 30, Key: "k1", Invoke: 1, Complete: 2, Outcome: outcomeOK, Token: 7},
 		{Index: 2, Kind: "withdrawal", Account: 1, Amount: 999, Key: "k2", Invoke: 2, Complete: 3, Outcome: outcomeFail, Code: "insufficient_funds"},
-		{Index: 3, Kind: "deposit", Account: 1, Amount: 5, Key: "k3", Invoke: 3, Complete: 9, Outcome: outcomeInfo},
-		{Index: 4, Kind: "read", Account: 1, Invoke: 4, Complete: 5, Outcome: outcomeOK, Balance: 120},
+		{Index: 3, Kind: "ledger", Account: 1, Invoke: 2.5, Complete: 3, Outcome: outcomeOK, Entries: 2, Digest: ledgerDigest(entries[:2])},
+		{Index: 4, Kind: "deposit", Account: 1, Amount: 5, Key: "k3", Invoke: 3, Complete: 9, Outcome: outcomeInfo, Code: "no_answer"},
+		// k0 and k1 are certain; k3, k6 and k4 (its first attempt) possible: 120 to 142.
+		{Index: 5, Kind: "read", Account: 1, Invoke: 4, Complete: 5, Outcome: outcomeOK, Balance: 120},
+		{Index: 6, Kind: "deposit", Account: 1, Amount: 7, Key: "k6", Invoke: 4.2, Complete: 4.8, Outcome: outcomeOK},
+		{Index: 7, Kind: "deposit", Account: 1, Amount: 10, Key: "k4", Attempts: []attempt{
+			{Node: "node-a", Invoke: 4.5, Complete: 5.5, Outcome: outcomeInfo, Code: "no_answer"},
+			{Node: "node-b", Invoke: 5.6, Complete: 6.5, Outcome: outcomeOK},
+		}},
+		// k0, k1 and k6 certain, k3 and k4 possible: 127 to 142; it saw both.
+		{Index: 8, Kind: "read", Account: 1, Invoke: 6, Complete: 7, Outcome: outcomeOK, Balance: 142},
+		{Index: 9, Kind: "withdrawal", Account: 1, Amount: 20, Key: "k5", Strategy: "lease", Attempts: []attempt{
+			{Node: "node-a", Invoke: 8, Complete: 9, Outcome: outcomeInfo, Code: "outcome_unknown"},
+			{Node: "node-c", Invoke: 9.2, Complete: 10, Outcome: outcomeFail, Code: "lock_timeout"},
+		}},
+		// k0, k1, k6 and k4 certain, k3 and k5 possible: 117 to 142.
+		{Index: 10, Kind: "read", Account: 1, Invoke: 11, Complete: 12, Outcome: outcomeOK, Balance: 122},
 	}
-	ops = append(ops, op{Index: 5, Kind: "ledger", Account: 1, Invoke: 5, Complete: 6, Outcome: outcomeOK, Entries: 2})
-	finals := []finalAccount{{ID: 1, Opening: 100, Balance: 125, Entries: []ledgerEntry{
-		{ID: 1, Kind: "deposit", Amount: 50, Balance: 150, Key: "k0"},
-		{ID: 2, Kind: "withdrawal", Amount: 30, Balance: 120, Key: "k1", Token: 7},
-		{ID: 3, Kind: "deposit", Amount: 5, Balance: 125, Key: "k3"},
-	}}}
-	ops[5].Digest = ledgerDigest(finals[0].Entries[:2]) // a ledger read that saw the first two entries
+	finals := []finalAccount{
+		{ID: 1, Opening: 100, Balance: 122, Entries: entries},
+		{ID: 2, Opening: 10, Balance: 10},
+	}
 	return ops, finals
 }
 
@@ -32,76 +63,162 @@ func TestCheckerAcceptsAValidHistory(t *testing.T) {
 	}
 }
 
-// TestCheckerCatchesPlantedViolations: each planted fault must be reported
-// under its rule.
+// TestCheckerCatchesPlantedViolations: each planted history breaks one rule
+// of the checker, and exactly the rules named must be reported — so each
+// case fails if its rule is removed or weakened.
 func TestCheckerCatchesPlantedViolations(t *testing.T) {
+	type history struct {
+		ops    []op
+		finals []finalAccount
+	}
+	// appendEntry adds an entry to account 1's ledger, with the balance it
+	// leaves, and makes the account's balance agree.
+	appendEntry := func(h *history, e ledgerEntry) {
+		a := &h.finals[0]
+		e.ID = int64(len(a.Entries) + 1)
+		if e.Kind == "deposit" {
+			e.Balance = a.Balance + e.Amount
+		} else {
+			e.Balance = a.Balance - e.Amount
+		}
+		a.Entries, a.Balance = append(a.Entries, e), e.Balance
+	}
+	// restate recomputes account 1's balances after an entry was changed, so
+	// that only the rule under test is broken.
+	restate := func(h *history) {
+		a := &h.finals[0]
+		running := a.Opening
+		for i, e := range a.Entries {
+			if e.Kind == "deposit" {
+				running += e.Amount
+			} else {
+				running -= e.Amount
+			}
+			a.Entries[i].Balance = running
+		}
+		a.Balance = running
+	}
+	late := func(kind string, amount int64, key string, outcome string) op {
+		return op{Index: 11, Kind: kind, Account: 1, Amount: amount, Key: key, Invoke: 13, Complete: 14, Outcome: outcome}
+	}
 	tests := []struct {
 		name  string
-		plant func(ops []op, f []finalAccount) ([]op, []finalAccount)
-		rule  string
+		plant func(h *history)
+		rules []string
 	}{
-		{"LostOkWrite", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			f[0].Entries = f[0].Entries[1:] // the acknowledged deposit k0 vanished…
-			f[0].Entries[0].Balance, f[0].Entries[1].Balance = 70, 75
-			f[0].Balance = 75 // …consistently, so only exactly-once can catch it
-			return ops, f
-		}, "exactly-once"},
-		{"Duplicate", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			f[0].Entries = append(f[0].Entries, ledgerEntry{ID: 4, Kind: "deposit", Amount: 5, Balance: 130, Key: "k3"})
-			f[0].Balance = 130
-			return ops, f
-		}, "exactly-once"},
-		{"FailedWriteApplied", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			ops[2].Amount = 20
-			f[0].Entries = append(f[0].Entries, ledgerEntry{ID: 4, Kind: "withdrawal", Amount: 20, Balance: 105, Key: "k2"})
-			f[0].Balance = 105
-			return ops, f
-		}, "exactly-once"},
-		{"EntryWithoutOperation", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			f[0].Entries = append(f[0].Entries, ledgerEntry{ID: 4, Kind: "deposit", Amount: 1, Balance: 126, Key: "nobody"})
-			f[0].Balance = 126
-			return ops, f
-		}, "exactly-once"},
-		{"Overdraft", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			ops = append(ops, op{Index: 5, Kind: "withdrawal", Account: 1, Amount: 200, Key: "k5", Invoke: 10, Complete: 11, Outcome: outcomeOK})
-			f[0].Entries = append(f[0].Entries, ledgerEntry{ID: 4, Kind: "withdrawal", Amount: 200, Balance: -75, Key: "k5"})
-			f[0].Balance = -75
-			return ops, f
-		}, "money"},
-		{"LostUpdate", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			f[0].Balance = 155 // the balance forgot the withdrawal the ledger holds
-			return ops, f
-		}, "money"},
-		{"StaleTokenAccepted", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			ops = append(ops, op{Index: 5, Kind: "withdrawal", Account: 1, Amount: 5, Key: "k5", Invoke: 10, Complete: 11, Outcome: outcomeOK, Token: 6})
-			f[0].Entries = append(f[0].Entries, ledgerEntry{ID: 4, Kind: "withdrawal", Amount: 5, Balance: 120, Key: "k5", Token: 6})
-			f[0].Balance = 120
-			return ops, f
-		}, "fence"},
-		{"ReadOutOfBounds", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			ops[4].Balance = 150 // k1's withdrawal was acknowledged before this read began
-			return ops, f
-		}, "reads"},
-		{"LedgerRewritten", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			seen := []ledgerEntry{{ID: 1, Kind: "deposit", Amount: 50, Balance: 150, Key: "k0"}}
-			ops = append(ops, op{Index: 5, Kind: "ledger", Account: 1, Invoke: 2, Complete: 2.5, Outcome: outcomeOK, Entries: 1, Digest: ledgerDigest(seen)})
-			f[0].Entries[0].Amount = 49 // the entry a reader saw was later changed
-			return ops, f
-		}, "append-only"},
-		{"NegativeRead", func(ops []op, f []finalAccount) ([]op, []finalAccount) {
-			ops[4].Balance = -1
-			return ops, f
-		}, "reads"},
+		// Money.
+		{"BalanceDisagreesWithLedger", func(h *history) {
+			h.finals[0].Balance = 121 // a lost update the ledger did not see
+		}, []string{ruleBalance}},
+		{"EntryBalanceDoesNotFollow", func(h *history) {
+			h.finals[0].Entries[5].Balance = 123 // E6 says 123 after 142 − 20
+		}, []string{ruleEntryBalance}},
+		{"Overdraft", func(h *history) {
+			h.ops = append(h.ops, late("withdrawal", 200, "k9", outcomeOK))
+			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 200, Key: "k9"})
+		}, []string{ruleNegative}},
+
+		// Exactly once.
+		{"AcknowledgedTwice", func(h *history) {
+			appendEntry(h, ledgerEntry{Kind: "deposit", Amount: 10, Key: "k4"})
+		}, []string{ruleAtMostOnce}},
+		{"UnknownAppliedTwice", func(h *history) {
+			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 20, Key: "k5", Token: 9})
+		}, []string{ruleAtMostOnce}},
+		{"AcknowledgedLost", func(h *history) {
+			h.ops = append(h.ops, late("deposit", 1, "k9", outcomeOK))
+		}, []string{ruleAcknowledged}},
+		{"AcknowledgedByARetryLost", func(h *history) {
+			o := late("deposit", 1, "k9", "")
+			o.Attempts = []attempt{
+				{Node: "node-a", Invoke: 13, Complete: 14, Outcome: outcomeInfo, Code: "no_answer"},
+				{Node: "node-b", Invoke: 14, Complete: 15, Outcome: outcomeOK},
+			}
+			h.ops = append(h.ops, o)
+		}, []string{ruleAcknowledged}},
+		{"RefusedApplied", func(h *history) {
+			h.ops = append(h.ops, late("withdrawal", 3, "k9", outcomeFail))
+			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 3, Key: "k9"})
+		}, []string{ruleRefused}},
+		{"RefusedOnEveryAttemptApplied", func(h *history) {
+			o := late("withdrawal", 3, "k9", "")
+			o.Attempts = []attempt{
+				{Node: "node-a", Invoke: 13, Complete: 14, Outcome: outcomeFail, Code: "database_unavailable"},
+				{Node: "node-b", Invoke: 14, Complete: 15, Outcome: outcomeFail, Code: "lock_timeout"},
+			}
+			h.ops = append(h.ops, o)
+			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 3, Key: "k9"})
+		}, []string{ruleRefused}},
+		{"EntryOfNoOperation", func(h *history) {
+			appendEntry(h, ledgerEntry{Kind: "deposit", Amount: 1, Key: "nobody"})
+		}, []string{ruleOrphan}},
+		{"EntryWithoutKey", func(h *history) {
+			appendEntry(h, ledgerEntry{Kind: "deposit", Amount: 1})
+		}, []string{ruleOrphan}},
+		{"EntryAmountDiffers", func(h *history) {
+			h.finals[0].Entries[3].Amount = 6 // k3 deposited 5
+			restate(h)
+		}, []string{ruleMismatch}},
+		{"EntryKindDiffers", func(h *history) {
+			h.finals[0].Entries[3].Kind = "withdrawal" // k3 was a deposit
+			restate(h)
+		}, []string{ruleMismatch}},
+		{"EntryOnAnotherAccount", func(h *history) {
+			h.ops = append(h.ops, late("deposit", 3, "k9", outcomeOK))
+			a := &h.finals[1]
+			a.Entries, a.Balance = []ledgerEntry{{ID: 7, Kind: "deposit", Amount: 3, Balance: 13, Key: "k9"}}, 13
+		}, []string{ruleAcknowledged, ruleMismatch}},
+
+		// Reads.
+		{"ReadNegative", func(h *history) {
+			// An unknown withdrawal of 1000 makes −1 possible by the bounds.
+			h.ops = append(h.ops, op{Index: 11, Kind: "withdrawal", Account: 1, Amount: 1000, Key: "k9", Invoke: 3.5, Complete: 20, Outcome: outcomeInfo})
+			h.ops[5].Balance = -1
+		}, []string{ruleReadNegative}},
+		{"ReadBelowLowerBound", func(h *history) {
+			h.ops[5].Balance = 119
+		}, []string{ruleReadLow}},
+		{"ReadAboveUpperBound", func(h *history) {
+			h.ops[5].Balance = 143
+		}, []string{ruleReadHigh}},
+		{"ReadMissesWriteAcknowledgedBeforeIt", func(h *history) {
+			h.ops[10].Balance = 112 // k4 (+10) was acknowledged at 6.5, read 10 began at 11
+		}, []string{ruleReadLow}},
+		{"ReadSeesWriteInvokedAfterIt", func(h *history) {
+			h.ops[5].Balance = 100 // k5 (−20) was invoked at 8, read 5 ended at 5
+		}, []string{ruleReadLow}},
+		{"ReadSeesRefusedWrite", func(h *history) {
+			h.ops[2].Amount = 20 // k2 was refused
+			h.ops[5].Balance = 100
+		}, []string{ruleReadLow}},
+
+		// Fences and the ledger's history.
+		{"StaleTokenAccepted", func(h *history) {
+			h.ops = append(h.ops, late("withdrawal", 5, "k9", outcomeOK))
+			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 5, Key: "k9", Token: 6}) // after token 8
+		}, []string{ruleFence}},
+		{"LedgerReadEntryVanished", func(h *history) {
+			seen := append(h.finals[0].Entries[:2:2], ledgerEntry{ID: 3, Kind: "deposit", Amount: 8, Balance: 128, Key: "k8"})
+			h.ops[3].Entries, h.ops[3].Digest = 3, ledgerDigest(seen)
+		}, []string{ruleAppendOnly}},
+		{"LedgerReadLongerThanLedger", func(h *history) {
+			h.ops[3].Entries = 7
+		}, []string{ruleAppendOnly}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ops, finals := tt.plant(validHistory())
+			ops, finals := validHistory()
+			h := history{ops, finals}
+			tt.plant(&h)
 			var rules []string
-			for _, v := range checkHistory(ops, finals) {
-				rules = append(rules, v.Rule)
+			for _, v := range checkHistory(h.ops, h.finals) {
+				if !slices.Contains(rules, v.Rule) {
+					rules = append(rules, v.Rule)
+				}
 			}
-			if !strings.Contains(strings.Join(rules, ","), tt.rule) {
-				t.Fatalf("planted %s: violations %v, want one under %q", tt.name, rules, tt.rule)
+			slices.Sort(rules)
+			if want := slices.Sorted(slices.Values(tt.rules)); !slices.Equal(rules, want) {
+				t.Fatalf("planted %s: rules %s reported, want exactly %s", tt.name, strings.Join(rules, ", "), strings.Join(want, ", "))
 			}
 		})
 	}

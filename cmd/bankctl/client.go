@@ -24,12 +24,14 @@ func newClient(base string) *client {
 	return &client{base: base, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
 }
 
-// reply is one answer: status, the decoded JSON body, and the problem code
-// when it is an error.
+// reply is one answer: status, the decoded JSON body, the problem code
+// when it is an error, and whether it replays the stored outcome of an
+// earlier request with the same Idempotency-Key.
 type reply struct {
-	Status int
-	Body   map[string]any
-	Code   string
+	Status   int
+	Body     map[string]any
+	Code     string
+	Replayed bool
 }
 
 func (r reply) int(field string) int64 {
@@ -66,7 +68,7 @@ func (c *client) do(ctx context.Context, method, path string, body any, header m
 		return reply{}, err
 	}
 	defer resp.Body.Close()
-	r := reply{Status: resp.StatusCode}
+	r := reply{Status: resp.StatusCode, Replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
 	data, _ := io.ReadAll(resp.Body)
 	if len(data) > 0 {
 		if err := json.Unmarshal(data, &r.Body); err != nil {

@@ -132,7 +132,8 @@ func TestUsageErrors(t *testing.T) {
 
 // TestCheckUnderFaults is the short version of the bank test: the safe
 // strategies under every fault must produce a valid history, with faults
-// that really happened.
+// that really happened and bit — every pause's late write refused by the
+// fence — and writes retried with their Idempotency-Key.
 func TestCheckUnderFaults(t *testing.T) {
 	t.Parallel()
 	res, _, err := bankctl(t, "check", "--duration", "12s", "--fault-every", "2s", "--clients", "12")
@@ -142,6 +143,13 @@ func TestCheckUnderFaults(t *testing.T) {
 	faults := res["faults"].(map[string]any)
 	if res["valid"] != true || res["operations"].(float64) < 200 || len(faults) < 4 {
 		t.Fatalf("check: %v; want a valid history of at least 200 operations under all four faults", res)
+	}
+	probes, fenced := res["pause_probes"].(float64), res["pause_probes_fenced"].(float64)
+	if probes < 1 || fenced != probes || res["fence_rejections"].(float64) < probes {
+		t.Fatalf("check: %v pauses inside a lease, %v late writes refused by the fence, %v fence refusals in all; want every pause's late write refused", probes, fenced, res["fence_rejections"])
+	}
+	if res["retried_writes"].(float64) < 1 {
+		t.Fatalf("check: no write was retried with its Idempotency-Key under four kinds of fault: %v", res)
 	}
 }
 

@@ -27,7 +27,7 @@ func (p *pauseFlags) register(fs *flag.FlagSet) {
 
 // Outcomes of the pause story.
 const (
-	verdictFenced         = "FENCED"          // the late write was refused; the ledger holds node-b's withdrawal only
+	verdictFenced         = "FENCED"          // the late write was refused as stale_fencing_token; the ledger holds node-b's withdrawal only
 	verdictStaleOverwrite = "STALE OVERWRITE" // the late write landed on top of node-b's: money lost
 	verdictRowLockEnded   = "ROW LOCK ENDED"  // row: the frozen session was ended, its write failed, node-b's stands
 )
@@ -121,7 +121,7 @@ func runPause(ctx context.Context, c *cluster, tl *timeline, f pauseFlags) error
 		tl.event(a.name, "late write LANDS", res.TokenA, fmt.Sprintf("201, balance %d", ra.int("balance")), bad)
 	} else {
 		res.LateA = ra.Code
-		tl.event(a.name, "late write refused", res.TokenA, fmt.Sprintf("%d %s", ra.Status, ra.Code), good)
+		tl.event(a.name, lateRefusal(ra.Code), res.TokenA, fmt.Sprintf("%d %s", ra.Status, ra.Code), refusalTone(ra.Code))
 	}
 	return pauseVerdict(ctx, b, tl, &res, f.amount)
 }
@@ -201,7 +201,7 @@ func pauseClient(ctx context.Context, c *cluster, tl *timeline, f pauseFlags) er
 		tl.event("node-a", fmt.Sprintf("wakes, withdraws %d with Fencing-Token %d", f.amount, res.TokenA), res.TokenA, "201: LANDS", bad)
 	} else {
 		res.LateA = ra.Code
-		tl.event("node-a", fmt.Sprintf("wakes, withdraws %d with Fencing-Token %d", f.amount, res.TokenA), res.TokenA, fmt.Sprintf("%d %s", ra.Status, ra.Code), good)
+		tl.event("node-a", fmt.Sprintf("wakes, withdraws %d with Fencing-Token %d", f.amount, res.TokenA), res.TokenA, fmt.Sprintf("%d %s", ra.Status, ra.Code), refusalTone(ra.Code))
 	}
 	rel, err := b.api.do(ctx, "DELETE", lockPath, nil, map[string]string{"Lease-Id": lb.str("lease_id")})
 	if err == nil {
@@ -216,12 +216,17 @@ func pauseVerdict(ctx context.Context, reader *node, tl *timeline, res *pauseRes
 		return trouble(err)
 	}
 	res.Balance, res.Withdrawn = st.Balance, st.Withdrawn
-	fenced := res.LateA != "201" && st.consistent() && st.Withdrawn == amount
+	// Only node-b's withdrawal is in the ledger, and the balance agrees.
+	onlyB := st.consistent() && st.Withdrawn == amount
 	overwritten := res.LateA == "201" && !st.consistent()
 	switch {
-	case fenced && res.Strategy == "row":
+	case res.Strategy == "row" && res.LateA != "201" && onlyB:
 		res.Verdict = verdictRowLockEnded
-	case fenced:
+	// FENCED means the fence said no, not merely that the money came out
+	// right: node-b took a newer lease before node-a wrote, so a working
+	// fence refuses node-a's token as stale. Any other refusal (lock_timeout
+	// from the balance check, a dropped connection) is not the fence's doing.
+	case res.Strategy != "row" && res.LateA == "stale_fencing_token" && onlyB:
 		res.Verdict = verdictFenced
 	case overwritten:
 		res.Verdict = verdictStaleOverwrite
@@ -229,7 +234,7 @@ func pauseVerdict(ctx context.Context, reader *node, tl *timeline, res *pauseRes
 		res.Verdict = fmt.Sprintf("UNEXPECTED (late write %s, balance %d, ledger withdrew %d)", res.LateA, st.Balance, st.Withdrawn)
 	}
 	t := good
-	if !fenced {
+	if res.Verdict != verdictFenced && res.Verdict != verdictRowLockEnded {
 		t = bad
 	}
 	tl.printf("\nledger: %d withdrawn of %d; balance %d (the ledger says %d): %s\n",
@@ -246,6 +251,22 @@ func pauseVerdict(ctx context.Context, reader *node, tl *timeline, res *pauseRes
 		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%s: want %s, got %s", res.Strategy, want, res.Verdict)}
 	}
 	return nil
+}
+
+// lateRefusal names who refused node-a's late write: the fence, or
+// something else that happened to stop it.
+func lateRefusal(code string) string {
+	if code == "stale_fencing_token" {
+		return "late write refused by the fence"
+	}
+	return "late write refused, but not by the fence"
+}
+
+func refusalTone(code string) tone {
+	if code == "stale_fencing_token" {
+		return good
+	}
+	return bad
 }
 
 func pauseHow(n *node) string {
