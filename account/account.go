@@ -39,6 +39,9 @@ type Account struct {
 	FenceToken     int64     `json:"fence_token"`
 	CreatedAt      time.Time `json:"created_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
+	// KeyName names the API key that opened the account ("" when opened with
+	// keys off). Written once, never changed (migration 00006 enforces it).
+	KeyName string `json:"-"`
 }
 
 // Entry is one line of an account's ledger: a deposit or a withdrawal and the
@@ -109,13 +112,24 @@ func LeaseResource(id int64) string { return "account:" + strconv.FormatInt(id, 
 // Create opens an account for owner (1–100 characters) with an opening balance
 // of 0–MaxAmount. Errors: CodeInvalidRequest, CodeInvalidAmount.
 func (s *Service) Create(ctx context.Context, owner string, openingBalance int64) (Account, error) {
+	return s.CreateForKey(ctx, "", owner, openingBalance)
+}
+
+// CreateForKey is Create by the API key named keyName ("" for none), which
+// the account keeps as its KeyName for CheckKey. Errors: CodeInvalidRequest,
+// CodeInvalidAmount.
+func (s *Service) CreateForKey(ctx context.Context, keyName, owner string, openingBalance int64) (Account, error) {
 	if n := utf8.RuneCountInString(owner); n < 1 || n > 100 || !utf8.ValidString(owner) {
 		return Account{}, errorf(CodeInvalidRequest, "owner must be 1 to 100 characters")
 	}
 	if openingBalance < 0 || openingBalance > MaxAmount {
 		return Account{}, errorf(CodeInvalidAmount, "balance must be between 0 and %d", int64(MaxAmount))
 	}
-	rows, _ := s.pool.Query(ctx, sqlCreateAccount, owner, openingBalance)
+	var key *string
+	if keyName != "" {
+		key = &keyName
+	}
+	rows, _ := s.pool.Query(ctx, sqlCreateAccount, owner, openingBalance, key)
 	a, err := pgx.CollectExactlyOneRow(rows, scanAccount)
 	if err != nil {
 		return Account{}, fmt.Errorf("create account: %w", err)
@@ -134,6 +148,24 @@ func (s *Service) Get(ctx context.Context, id int64) (Account, error) {
 		return Account{}, wrap("get account", err)
 	}
 	return a, nil
+}
+
+// CheckKey returns nil when account id was opened by the API key named
+// keyName. An account that does not exist, was opened by another key, or by
+// none, is CodeAccountNotFound in the very words of a missing account, so
+// that a key cannot learn which accounts others have. A key name never
+// changes once written, so checking before a change's own transaction is as
+// good as checking inside it. Errors: CodeAccountNotFound.
+func (s *Service) CheckKey(ctx context.Context, id int64, keyName string) error {
+	var opened bool
+	err := s.pool.QueryRow(ctx, sqlOpenedByKey, id, keyName).Scan(&opened)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows), err == nil && !opened:
+		return notFound(id)
+	case err != nil:
+		return wrap("check key", err)
+	}
+	return nil
 }
 
 // Ledger returns up to limit entries of account id with an id above after,
@@ -165,7 +197,11 @@ func notFound(id int64) *Error {
 
 func scanAccount(row pgx.CollectableRow) (Account, error) {
 	var a Account
-	err := row.Scan(&a.ID, &a.Owner, &a.Balance, &a.OpeningBalance, &a.Currency, &a.FenceToken, &a.CreatedAt, &a.UpdatedAt)
+	var key *string
+	err := row.Scan(&a.ID, &a.Owner, &a.Balance, &a.OpeningBalance, &a.Currency, &a.FenceToken, &a.CreatedAt, &a.UpdatedAt, &key)
+	if key != nil {
+		a.KeyName = *key
+	}
 	return a, err
 }
 
