@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -108,6 +109,20 @@ func NewService(pool *pgxpool.Pool, opts Options) *Service {
 
 // LeaseResource names the lock of account id in the lease table.
 func LeaseResource(id int64) string { return "account:" + strconv.FormatInt(id, 10) }
+
+// LeaseAccount is the inverse of LeaseResource: the account whose lock
+// resource is, if it is one (exactly as LeaseResource spells it).
+func LeaseAccount(resource string) (id int64, ok bool) {
+	digits, found := strings.CutPrefix(resource, "account:")
+	if !found {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || id <= 0 || LeaseResource(id) != resource {
+		return 0, false
+	}
+	return id, true
+}
 
 // Create opens an account for owner (1–100 characters) with an opening balance
 // of 0–MaxAmount. Errors: CodeInvalidRequest, CodeInvalidAmount.

@@ -55,3 +55,30 @@ func TestCheckKey(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaseAccount: only a resource spelled exactly as LeaseResource spells
+// it names an account's lease.
+func TestLeaseAccount(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		resource string
+		id       int64
+		ok       bool
+	}{
+		{account.LeaseResource(7), 7, true},
+		{"account:9223372036854775807", 9223372036854775807, true},
+		{"account:007", 0, false},
+		{"account:+7", 0, false},
+		{"account:0", 0, false},
+		{"account:-1", 0, false},
+		{"account:", 0, false},
+		{"account:x", 0, false},
+		{"accounts:7", 0, false},
+		{"account:99999999999999999999", 0, false},
+		{"printer:7", 0, false},
+	} {
+		if id, ok := account.LeaseAccount(tt.resource); id != tt.id || ok != tt.ok {
+			t.Errorf("LeaseAccount(%q) = %d %v, want %d %v", tt.resource, id, ok, tt.id, tt.ok)
+		}
+	}
+}

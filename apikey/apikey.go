@@ -85,8 +85,13 @@ type entry struct {
 	hash [sha256.Size]byte
 }
 
-// Len is the number of keys.
-func (s *Set) Len() int { return len(s.entries) }
+// Len is the number of keys; 0 for a nil Set.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.entries)
+}
 
 // Authenticate returns the key whose secret was presented. It hashes the
 // secret and compares the hash with every stored one, in constant time and

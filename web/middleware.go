@@ -18,6 +18,7 @@ type ctxKey int
 const (
 	loggerKey ctxKey = iota
 	requestIDKey
+	apiKeyKey
 )
 
 // withRequestID gives every request an id — the client's X-Request-Id when it

@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
 	}
 	srv := &http.Server{
-		Handler:           web.NewServer(logger, cfg.nodeName, accounts, locks, pool.Ping),
+		Handler:           web.NewServer(logger, cfg.nodeName, accounts, locks, nil, pool.Ping),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       cfg.readTimeout,
 		WriteTimeout:      cfg.writeTimeout,
