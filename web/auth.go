@@ -42,11 +42,14 @@ func authenticate(keys *apikey.Set) func(http.Handler) http.Handler {
 				// One answer whatever was wrong, and nothing of what was sent
 				// is logged or echoed.
 				w.Header().Set("WWW-Authenticate", `Bearer realm="lockbank"`)
-				writeProblem(w, newProblem(codeUnauthenticated, "send an API key of this server as Authorization: Bearer <key>"))
+				writeProblem(w, newProblem(codeUnauthenticated, "this API needs a key: send Authorization: Bearer followed by an API key of this server"))
 				return
 			}
 			ctx := context.WithValue(r.Context(), apiKeyKey, key)
 			ctx = context.WithValue(ctx, loggerKey, loggerFrom(ctx).With("api_key", key.Name))
+			if slot, _ := ctx.Value(keySlotKey).(*keySlot); slot != nil {
+				slot.name = key.Name
+			}
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}

@@ -353,6 +353,10 @@ func TestKeysNeverLogged(t *testing.T) {
 	if strings.Count(logs, "msg=request") < 20 {
 		t.Fatalf("too few request lines logged to judge by:\n%s", logs)
 	}
+	// Requests are logged with the name of their key, for the audit.
+	if !strings.Contains(logs, "path=/v1/accounts/"+id+" status=200") || !strings.Contains(logs, "api_key=alice") || !strings.Contains(logs, "api_key=ops") {
+		t.Fatalf("the request lines do not name the keys:\n%s", logs)
+	}
 	for _, secret := range []string{k.alice, k.ops, wrong} {
 		// The random part alone, in case a log line cut off the prefix.
 		if strings.Contains(logs, strings.TrimPrefix(secret, "lbk_")) {
