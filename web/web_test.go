@@ -243,6 +243,8 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		{"LedgerOfMissingAccount", request{"GET", "/v1/accounts/999999/ledger", nil, ``}, 404, "account_not_found"},
 		{"MethodNotAllowed", request{"DELETE", acct, nil, ``}, 405, "method_not_allowed"},
 		{"NoSuchRoute", request{"GET", "/v2/accounts", nil, ``}, 404, "not_found"},
+		{"NoSuchV1Route", request{"GET", "/v1/nope", nil, ``}, 404, "not_found"},
+		{"V1MethodNotAllowed", request{"DELETE", "/v1/locks", nil, ``}, 405, "method_not_allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
