@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -40,6 +41,9 @@ type Account struct {
 	FenceToken     int64     `json:"fence_token"`
 	CreatedAt      time.Time `json:"created_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
+	// KeyName names the API key that opened the account ("" when opened with
+	// keys off). Written once, never changed (migration 00006 enforces it).
+	KeyName string `json:"-"`
 }
 
 // Entry is one line of an account's ledger: a deposit or a withdrawal and the
@@ -107,10 +111,31 @@ func NewService(pool *pgxpool.Pool, opts Options) *Service {
 // LeaseResource names the lock of account id in the lease table.
 func LeaseResource(id int64) string { return "account:" + strconv.FormatInt(id, 10) }
 
+// LeaseAccount is the inverse of LeaseResource: the account whose lock
+// resource is, if it is one (exactly as LeaseResource spells it).
+func LeaseAccount(resource string) (id int64, ok bool) {
+	digits, found := strings.CutPrefix(resource, "account:")
+	if !found {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || id <= 0 || LeaseResource(id) != resource {
+		return 0, false
+	}
+	return id, true
+}
+
 // Create opens an account for owner (1–100 characters of text, see package
 // internal/text; kept exactly as given, spaces included) with an opening
 // balance of 0–MaxAmount. Errors: CodeInvalidRequest, CodeInvalidAmount.
 func (s *Service) Create(ctx context.Context, owner string, openingBalance int64) (Account, error) {
+	return s.CreateForKey(ctx, "", owner, openingBalance)
+}
+
+// CreateForKey is Create by the API key named keyName ("" for none), which
+// the account keeps as its KeyName for CheckKey. Errors: CodeInvalidRequest,
+// CodeInvalidAmount.
+func (s *Service) CreateForKey(ctx context.Context, keyName, owner string, openingBalance int64) (Account, error) {
 	if err := text.Check(owner); err != nil {
 		return Account{}, errorf(CodeInvalidRequest, "owner %v: it must be text, without control, format or line-separator characters", err)
 	}
@@ -120,7 +145,11 @@ func (s *Service) Create(ctx context.Context, owner string, openingBalance int64
 	if openingBalance < 0 || openingBalance > MaxAmount {
 		return Account{}, errorf(CodeInvalidAmount, "balance must be between 0 and %d", int64(MaxAmount))
 	}
-	rows, _ := s.pool.Query(ctx, sqlCreateAccount, owner, openingBalance)
+	var key *string
+	if keyName != "" {
+		key = &keyName
+	}
+	rows, _ := s.pool.Query(ctx, sqlCreateAccount, owner, openingBalance, key)
 	a, err := pgx.CollectExactlyOneRow(rows, scanAccount)
 	if err != nil {
 		return Account{}, fmt.Errorf("create account: %w", err)
@@ -139,6 +168,24 @@ func (s *Service) Get(ctx context.Context, id int64) (Account, error) {
 		return Account{}, wrap("get account", err)
 	}
 	return a, nil
+}
+
+// CheckKey returns nil when account id was opened by the API key named
+// keyName. An account that does not exist, was opened by another key, or by
+// none, is CodeAccountNotFound in the very words of a missing account, so
+// that a key cannot learn which accounts others have. A key name never
+// changes once written, so checking before a change's own transaction is as
+// good as checking inside it. Errors: CodeAccountNotFound.
+func (s *Service) CheckKey(ctx context.Context, id int64, keyName string) error {
+	var opened bool
+	err := s.pool.QueryRow(ctx, sqlOpenedByKey, id, keyName).Scan(&opened)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows), err == nil && !opened:
+		return notFound(id)
+	case err != nil:
+		return wrap("check key", err)
+	}
+	return nil
 }
 
 // Ledger returns up to limit entries of account id with an id above after,
@@ -170,7 +217,11 @@ func notFound(id int64) *Error {
 
 func scanAccount(row pgx.CollectableRow) (Account, error) {
 	var a Account
-	err := row.Scan(&a.ID, &a.Owner, &a.Balance, &a.OpeningBalance, &a.Currency, &a.FenceToken, &a.CreatedAt, &a.UpdatedAt)
+	var key *string
+	err := row.Scan(&a.ID, &a.Owner, &a.Balance, &a.OpeningBalance, &a.Currency, &a.FenceToken, &a.CreatedAt, &a.UpdatedAt, &key)
+	if key != nil {
+		a.KeyName = *key
+	}
 	return a, err
 }
 

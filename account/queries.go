@@ -3,18 +3,22 @@ package account
 // Every statement of the package, with the lock it takes and why. All of them
 // touch one account's rows (invariant 8: one account per transaction).
 
-const accountColumns = `id, owner, balance, opening_balance, currency, fence_token, created_at, updated_at`
+const accountColumns = `id, owner, balance, opening_balance, currency, fence_token, created_at, updated_at, key_name`
 
 const entryColumns = `id, account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, created_at`
 
 // No lock: a new row is visible to nobody until commit.
 const sqlCreateAccount = `
-INSERT INTO accounts (owner, balance, opening_balance)
-VALUES ($1, $2, $2)
+INSERT INTO accounts (owner, balance, opening_balance, key_name)
+VALUES ($1, $2, $2, $3)
 RETURNING ` + accountColumns
 
 // No lock: a plain snapshot read.
 const sqlGetAccount = `SELECT ` + accountColumns + ` FROM accounts WHERE id = $1`
+
+// No lock: key_name is written once, at INSERT, and never changes. NULL
+// (opened with keys off) matches no key.
+const sqlOpenedByKey = `SELECT coalesce(key_name = $2, false) FROM accounts WHERE id = $1`
 
 const sqlAccountExists = `SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)`
 

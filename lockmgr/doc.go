@@ -16,7 +16,9 @@
 // rejecting a token that is no longer the newest live grant.
 //
 // Renew and Release act only on the caller's own grant, named by its secret
-// lease id; releasing twice is harmless. Acquire waits without polling: it
+// lease id; releasing twice is harmless. A Manager acting for an owner (As,
+// say the name of an API key) records the owner with each grant, and then
+// the lease id alone is not enough: only the same owner renews or releases. Acquire waits without polling: it
 // wakes on a release (LISTEN/NOTIFY on a dedicated connection) or, at the
 // latest, when the current lease runs out. Callers of one Manager waiting
 // for one resource are served first come, first served: only the first of

@@ -64,3 +64,29 @@ func Example() {
 	// worker-1 may not release worker-2's lease: true
 	// worker-2 releases: <nil>
 }
+
+// A server that authenticates its callers takes each lease as the caller:
+// then the lease id alone no longer renews or releases it — a leaked id is
+// no use to another caller.
+func ExampleManager_As() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, pgtest.ExampleURL())
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	defer locks.Close()
+
+	lease, err := locks.As("alice").TryAcquire(ctx, "report:7", "alice-laptop", time.Minute)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("owner:", lease.Owner)
+	fmt.Println("bob releases with alice's lease id:", errors.Is(locks.As("bob").Release(ctx, "report:7", lease.ID), lockmgr.ErrNotHolder))
+	fmt.Println("alice releases:", locks.As("alice").Release(ctx, "report:7", lease.ID))
+	// Output:
+	// owner: alice
+	// bob releases with alice's lease id: true
+	// alice releases: <nil>
+}

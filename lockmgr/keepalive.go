@@ -97,7 +97,7 @@ func (k *KeepAlive) run(m *Manager) {
 		rctx, cancel := context.WithDeadline(k.ctx, lease.Deadline())
 		result := make(chan renewal, 1)
 		go func() {
-			l, err := m.Renew(rctx, lease.Resource, lease.ID, lease.TTL)
+			l, err := m.renew(rctx, lease.Resource, lease.ID, lease.Owner, lease.TTL)
 			result <- renewal{l, err}
 		}()
 		var r renewal

@@ -14,6 +14,9 @@ import (
 type Lease struct {
 	Resource string `json:"resource"`
 	Holder   string `json:"holder"`
+	// Owner is who took the lease through Manager.As ("" through the Manager
+	// itself): only the same owner, with ID, can renew or release it.
+	Owner string `json:"owner,omitempty"`
 	// Token is the fencing token: it names this grant, grows with every grant
 	// of the resource, and stays the same across renewals. Send it with every
 	// write to the protected resource.
@@ -52,6 +55,7 @@ const (
 	MinTTL         = 100 * time.Millisecond
 	MaxTTL         = 10 * time.Minute
 	maxHolderRunes = 100
+	maxOwnerRunes  = 100
 )
 
 var resourcePattern = regexp.MustCompile(`^[A-Za-z0-9:_.-]{1,200}$`)
@@ -59,7 +63,7 @@ var resourcePattern = regexp.MustCompile(`^[A-Za-z0-9:_.-]{1,200}$`)
 // ValidResource reports whether name is 1–200 characters of [A-Za-z0-9:_.-].
 func ValidResource(name string) bool { return resourcePattern.MatchString(name) }
 
-func validate(resource, holder string, ttl time.Duration) error {
+func validate(resource, holder, owner string, ttl time.Duration) error {
 	if !ValidResource(resource) {
 		return invalid("resource must be 1 to 200 characters of A-Z a-z 0-9 : _ . -")
 	}
@@ -70,6 +74,9 @@ func validate(resource, holder string, ttl time.Duration) error {
 	}
 	if holder == "" || utf8.RuneCountInString(holder) > maxHolderRunes {
 		return invalid("holder must be 1 to 100 characters")
+	}
+	if utf8.RuneCountInString(owner) > maxOwnerRunes || !utf8.ValidString(owner) {
+		return invalid("owner must be at most 100 characters")
 	}
 	return validateTTL(ttl)
 }

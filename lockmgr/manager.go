@@ -55,16 +55,22 @@ func (m *Manager) Close() { m.listener.close() }
 // trip; when the lock is held it writes nothing. Errors: ErrHeld (as
 // *HeldError), ErrInvalid.
 func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
-	if err := validate(resource, holder, ttl); err != nil {
+	return m.tryAcquire(ctx, resource, holder, "", ttl)
+}
+
+// tryAcquire is TryAcquire for owner ("": none), recorded with the grant.
+func (m *Manager) tryAcquire(ctx context.Context, resource, holder, owner string, ttl time.Duration) (*Lease, error) {
+	if err := validate(resource, holder, owner, ttl); err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	rows, _ := m.pool.Query(ctx, sqlTryAcquire, resource, holder, newLeaseID(), ttl.Milliseconds())
+	rows, _ := m.pool.Query(ctx, sqlTryAcquire, resource, holder, newLeaseID(), ttl.Milliseconds(), nullable(owner))
 	l, held, err := collectAttempt(rows)
 	switch {
 	case err == nil && held != nil:
 		return nil, held
 	case err == nil:
+		l.Owner = owner
 		l.deadline = start.Add(ttl - m.margin(ttl))
 		return l, nil
 	case errors.Is(err, pgx.ErrNoRows):
@@ -93,7 +99,13 @@ func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl t
 // arriving. Errors: ErrInvalid, ctx.Err() (wrapping the last *HeldError's
 // news).
 func (m *Manager) Acquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
-	if err := validate(resource, holder, ttl); err != nil {
+	return m.acquire(ctx, resource, holder, "", ttl)
+}
+
+// acquire is Acquire for owner ("": none). Callers of every owner wait in
+// one line: the lock is the same whoever asks.
+func (m *Manager) acquire(ctx context.Context, resource, holder, owner string, ttl time.Duration) (*Lease, error) {
+	if err := validate(resource, holder, owner, ttl); err != nil {
 		return nil, err
 	}
 	w := m.join(resource)
@@ -136,7 +148,7 @@ func (m *Manager) Acquire(ctx context.Context, resource, holder string, ttl time
 			sleep(until)
 			continue
 		}
-		l, err := m.TryAcquire(ctx, resource, holder, ttl)
+		l, err := m.tryAcquire(ctx, resource, holder, owner, ttl)
 		if err == nil {
 			m.granted(w, l)
 			return l, nil
@@ -155,8 +167,14 @@ func (m *Manager) Acquire(ctx context.Context, resource, holder string, ttl time
 }
 
 // Renew extends the caller's live lease to ttl from now, keeping its token.
-// Errors: ErrLeaseLost (ran out, released, or never ours), ErrInvalid.
+// It renews only leases granted with no owner (see As). Errors: ErrLeaseLost
+// (ran out, released, or never ours), ErrInvalid.
 func (m *Manager) Renew(ctx context.Context, resource, leaseID string, ttl time.Duration) (*Lease, error) {
+	return m.renew(ctx, resource, leaseID, "", ttl)
+}
+
+// renew is Renew of a lease granted to owner ("": none).
+func (m *Manager) renew(ctx context.Context, resource, leaseID, owner string, ttl time.Duration) (*Lease, error) {
 	if err := validateTTL(ttl); err != nil {
 		return nil, err
 	}
@@ -164,7 +182,7 @@ func (m *Manager) Renew(ctx context.Context, resource, leaseID string, ttl time.
 		return nil, ErrLeaseLost
 	}
 	start := time.Now()
-	rows, _ := m.pool.Query(ctx, sqlRenew, resource, leaseID, ttl.Milliseconds())
+	rows, _ := m.pool.Query(ctx, sqlRenew, resource, leaseID, ttl.Milliseconds(), nullable(owner))
 	l, err := pgx.CollectExactlyOneRow(rows, scanLease)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrLeaseLost
@@ -172,15 +190,22 @@ func (m *Manager) Renew(ctx context.Context, resource, leaseID string, ttl time.
 	if err != nil {
 		return nil, fmt.Errorf("lockmgr: renew %s: %w", resource, err)
 	}
+	l.Owner = owner
 	l.deadline = start.Add(ttl - m.margin(ttl))
 	return &l, nil
 }
 
 // Release gives up the lease and wakes waiters. Releasing a lease that is
 // still the newest grant but already ran out or was released succeeds, so
-// releasing twice is harmless. Errors: ErrNotHolder (an older grant, or an
-// id never issued for resource — a newer holder's lease is never touched).
+// releasing twice is harmless. It releases only leases granted with no owner
+// (see As). Errors: ErrNotHolder (an older grant, or an id never issued for
+// resource — a newer holder's lease is never touched).
 func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
+	return m.release(ctx, resource, leaseID, "")
+}
+
+// release is Release of a lease granted to owner ("": none).
+func (m *Manager) release(ctx context.Context, resource, leaseID, owner string) error {
 	if !ValidLeaseID(leaseID) {
 		return ErrNotHolder
 	}
@@ -188,7 +213,7 @@ func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
 		token          int64
 		notified, lazy bool
 	)
-	err := m.pool.QueryRow(ctx, sqlRelease, resource, leaseID).Scan(&token, &notified, &lazy)
+	err := m.pool.QueryRow(ctx, sqlRelease, resource, leaseID, nullable(owner)).Scan(&token, &notified, &lazy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotHolder
 	}

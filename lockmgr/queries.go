@@ -7,8 +7,8 @@ package lockmgr
 
 const leaseColumns = `resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms`
 
-// Grants a lease in one round trip (function lockmgr_try_acquire, migration
-// 00003): takes over a lease that has run out or been released, makes the
+// Grants a lease in one round trip (function lockmgr_try_acquire, migrations
+// 00003 and 00006, which records the owner, $5, NULL for none): takes over a lease that has run out or been released, makes the
 // first grant of a new resource, or reports the holder. Taking over locks
 // the row, so two takeovers serialize and the loser reports the winner; the
 // token is drawn after any wait for that lock, so it is above every token
@@ -16,24 +16,26 @@ const leaseColumns = `resource, holder, token, lease_id, acquired_at, expires_at
 // token, no WAL flush, however often waiters ask.
 const sqlTryAcquire = `
 SELECT granted, ` + leaseColumns + `, db_now
-FROM lockmgr_try_acquire($1, $2, $3, $4)`
+FROM lockmgr_try_acquire($1, $2, $3, $4, $5)`
 
 // Who holds a resource, and the database's clock to measure the wait by.
 const sqlHolder = `
 SELECT ` + leaseColumns + `, clock_timestamp()
 FROM leases WHERE resource = $1`
 
-// Renews only the caller's own grant, and only while it is live: a lease that
-// ran out may already belong to someone else in spirit, even if no one took
-// it yet. The token is kept.
+// Renews only the caller's own grant — its lease id and its owner ($4, NULL
+// for none) — and only while it is live: a lease that ran out may already
+// belong to someone else in spirit, even if no one took it yet. The token is
+// kept.
 const sqlRenew = `
 UPDATE leases
 SET expires_at = clock_timestamp() + $3 * interval '1 millisecond', ttl_ms = $3
-WHERE resource = $1 AND lease_id = $2 AND expires_at > clock_timestamp()
+WHERE resource = $1 AND lease_id = $2 AND owner IS NOT DISTINCT FROM $4 AND expires_at > clock_timestamp()
 RETURNING ` + leaseColumns
 
-// Releases the caller's own grant (expires it now, keeping the row as the
-// record of the newest grant). Releasing a lease that already ran out or was
+// Releases the caller's own grant, named by its lease id and owner ($3, NULL
+// for none) (expires it now, keeping the row as the record of the newest
+// grant). Releasing a lease that already ran out or was
 // released matches too: releasing twice is harmless. A newer grant has
 // another lease_id, so it is never touched.
 //
@@ -60,7 +62,7 @@ const sqlRelease = `
 WITH released AS (
     UPDATE leases
     SET expires_at = least(expires_at, clock_timestamp())
-    WHERE resource = $1 AND lease_id = $2
+    WHERE resource = $1 AND lease_id = $2 AND owner IS NOT DISTINCT FROM $3
     RETURNING resource, token
 )
 SELECT token,

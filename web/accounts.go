@@ -22,7 +22,7 @@ func handleCreateAccount(accounts *account.Service) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		a, err := accounts.Create(r.Context(), req.Owner, req.Balance)
+		a, err := accounts.CreateForKey(r.Context(), leaseOwner(r.Context()), req.Owner, req.Balance)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -35,6 +35,9 @@ func handleCreateAccount(accounts *account.Service) http.HandlerFunc {
 func handleGetAccount(accounts *account.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := accountID(r)
+		if err == nil {
+			err = checkAccountAccess(r.Context(), accounts, id)
+		}
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -54,7 +57,7 @@ type depositRequest struct {
 
 func handleDeposit(accounts *account.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, req, err := decodeChange[depositRequest](w, r)
+		c, req, err := decodeChange[depositRequest](w, r, accounts)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -75,7 +78,7 @@ type withdrawRequest struct {
 
 func handleWithdraw(accounts *account.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, req, err := decodeChange[withdrawRequest](w, r)
+		c, req, err := decodeChange[withdrawRequest](w, r, accounts)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -90,8 +93,11 @@ func handleWithdraw(accounts *account.Service) http.HandlerFunc {
 }
 
 // decodeChange reads what deposits and withdrawals share — the account id,
-// the Idempotency-Key and Fencing-Token headers — and decodes the body as T.
-func decodeChange[T any](w http.ResponseWriter, r *http.Request) (account.Change, T, error) {
+// the Idempotency-Key and Fencing-Token headers — decodes the body as T, and
+// checks that the caller may change the account. The check comes last, where
+// a missing account is found, so that another's account and a missing one
+// get the same answers.
+func decodeChange[T any](w http.ResponseWriter, r *http.Request, accounts *account.Service) (account.Change, T, error) {
 	var (
 		c   account.Change
 		req T
@@ -106,8 +112,10 @@ func decodeChange[T any](w http.ResponseWriter, r *http.Request) (account.Change
 	if c.IdempotencyKey, err = idempotencyKey(r); err != nil {
 		return c, req, err
 	}
-	c.FenceToken, err = fencingToken(r)
-	return c, req, err
+	if c.FenceToken, err = fencingToken(r); err != nil {
+		return c, req, err
+	}
+	return c, req, checkAccountAccess(r.Context(), accounts, c.AccountID)
 }
 
 // writeChange answers a deposit or withdrawal: 201 with the ledger entry, or
@@ -147,6 +155,9 @@ func handleLedger(accounts *account.Service) http.HandlerFunc {
 			return
 		}
 		limit, err := queryInt(r, "limit", defaultLedgerLimit, 1, maxLedgerLimit)
+		if err == nil {
+			err = checkAccountAccess(r.Context(), accounts, id)
+		}
 		if err != nil {
 			writeError(w, r, err)
 			return

@@ -31,7 +31,9 @@ func newLeaseResponse(l *lockmgr.Lease) leaseResponse {
 	return leaseResponse{Lease: *l, TTLMS: l.TTL.Milliseconds()}
 }
 
-func handleAcquireLock(locks *lockmgr.Manager) http.HandlerFunc {
+// handleAcquireLock grants a lease to the caller's key (none without keys);
+// an account's lease only to a key with access to the account.
+func handleAcquireLock(locks *lockmgr.Manager, accounts *account.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		resource, err := lockResource(r)
 		if err != nil {
@@ -47,17 +49,22 @@ func handleAcquireLock(locks *lockmgr.Manager) http.HandlerFunc {
 			writeError(w, r, &account.Error{Code: account.CodeInvalidRequest, Message: "wait_ms must be from 0 to 60000"})
 			return
 		}
+		if err := checkLeaseAccess(r.Context(), accounts, resource); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		taker := locks.As(leaseOwner(r.Context()))
 		ttl := millis(req.TTLMS)
 		var lease *lockmgr.Lease
 		if req.WaitMS == 0 {
-			lease, err = locks.TryAcquire(r.Context(), resource, req.Holder, ttl)
+			lease, err = taker.TryAcquire(r.Context(), resource, req.Holder, ttl)
 		} else {
 			ctx, cancel := context.WithTimeout(r.Context(), millis(req.WaitMS))
-			lease, err = locks.Acquire(ctx, resource, req.Holder, ttl)
+			lease, err = taker.Acquire(ctx, resource, req.Holder, ttl)
 			cancel()
 			if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
 				// Waited long enough: answer with who holds it now.
-				lease, err = locks.TryAcquire(r.Context(), resource, req.Holder, ttl)
+				lease, err = taker.TryAcquire(r.Context(), resource, req.Holder, ttl)
 			}
 		}
 		if err != nil {
@@ -73,6 +80,8 @@ type renewRequest struct {
 	TTLMS   int64  `json:"ttl_ms"`
 }
 
+// handleRenewLock renews a lease of the caller's key; another key's lease
+// is lease_lost, like a wrong lease id.
 func handleRenewLock(locks *lockmgr.Manager) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		resource, err := lockResource(r)
@@ -89,7 +98,7 @@ func handleRenewLock(locks *lockmgr.Manager) http.HandlerFunc {
 			writeError(w, r, &account.Error{Code: codeInvalidLeaseID, Message: "lease_id must be the UUID returned when the lock was granted"})
 			return
 		}
-		lease, err := locks.Renew(r.Context(), resource, req.LeaseID, millis(req.TTLMS))
+		lease, err := locks.As(leaseOwner(r.Context())).Renew(r.Context(), resource, req.LeaseID, millis(req.TTLMS))
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -98,6 +107,8 @@ func handleRenewLock(locks *lockmgr.Manager) http.HandlerFunc {
 	}
 }
 
+// handleReleaseLock releases a lease of the caller's key; another key's
+// lease is not_holder, like a wrong lease id.
 func handleReleaseLock(locks *lockmgr.Manager) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		resource, err := lockResource(r)
@@ -110,7 +121,7 @@ func handleReleaseLock(locks *lockmgr.Manager) http.HandlerFunc {
 			writeError(w, r, &account.Error{Code: codeInvalidLeaseID, Message: "send the lease id returned when the lock was granted in one Lease-Id header"})
 			return
 		}
-		if err := locks.Release(r.Context(), resource, ids[0]); err != nil {
+		if err := locks.As(leaseOwner(r.Context())).Release(r.Context(), resource, ids[0]); err != nil {
 			writeError(w, r, err)
 			return
 		}

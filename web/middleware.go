@@ -18,7 +18,14 @@ type ctxKey int
 const (
 	loggerKey ctxKey = iota
 	requestIDKey
+	apiKeyKey
+	keySlotKey
 )
+
+// keySlot carries the name of the API key a request was authenticated with
+// out of authenticate, which runs inside logRequests, so that the request's
+// log line can name it. Only the name: never the key.
+type keySlot struct{ name string }
 
 // withRequestID gives every request an id — the client's X-Request-Id when it
 // is short and printable, else a new one — echoes it in the response, and
@@ -34,12 +41,14 @@ func withRequestID(logger *slog.Logger) func(http.Handler) http.Handler {
 			w.Header().Set("X-Request-Id", id)
 			ctx := context.WithValue(r.Context(), requestIDKey, id)
 			ctx = context.WithValue(ctx, loggerKey, logger.With("request_id", id))
+			ctx = context.WithValue(ctx, keySlotKey, &keySlot{})
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }
 
-// logRequests logs one line per request when it ends.
+// logRequests logs one line per request when it ends, with the name of its
+// API key when it had a good one.
 func logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -49,9 +58,12 @@ func logRequests(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		loggerFrom(r.Context()).Log(r.Context(), logLevelFor(status), "request",
-			"method", r.Method, "path", r.URL.Path, "status", status,
-			"bytes", ww.BytesWritten(), "duration_ms", float64(time.Since(start).Microseconds())/1000)
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", status,
+			"bytes", ww.BytesWritten(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
+		if slot, _ := r.Context().Value(keySlotKey).(*keySlot); slot != nil && slot.name != "" {
+			attrs = append(attrs, "api_key", slot.name)
+		}
+		loggerFrom(r.Context()).Log(r.Context(), logLevelFor(status), "request", attrs...)
 	})
 }
 

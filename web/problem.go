@@ -31,6 +31,7 @@ const (
 	codeLeaseLost            = "lease_lost"
 	codeNotHolder            = "not_holder"
 	codeLockNotFound         = "lock_not_found"
+	codeUnauthenticated      = "unauthenticated"
 )
 
 // problemTypes is the one table from error code to HTTP status and title.
@@ -58,6 +59,7 @@ var problemTypes = map[string]struct {
 	codeLeaseLost:                     {http.StatusConflict, "Lease lost"},
 	codeNotHolder:                     {http.StatusConflict, "Not the holder"},
 	codeLockNotFound:                  {http.StatusNotFound, "Lock not found"},
+	codeUnauthenticated:               {http.StatusUnauthorized, "Unauthenticated"},
 	codeMalformedJSON:                 {http.StatusBadRequest, "Malformed JSON"},
 	codeUnknownField:                  {http.StatusBadRequest, "Unknown field"},
 	codeUnsupportedMediaType:          {http.StatusUnsupportedMediaType, "Unsupported media type"},

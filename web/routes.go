@@ -6,23 +6,32 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/apikey"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // addRoutes is the whole API surface of bankd.
-func addRoutes(r chi.Router, node string, accounts *account.Service, locks *lockmgr.Manager, ready func(context.Context) error) {
+func addRoutes(r chi.Router, node string, accounts *account.Service, locks *lockmgr.Manager, keys *apikey.Set, ready func(context.Context) error) {
+	// Open always, so that load balancers and container health checks need
+	// no key.
 	r.Get("/healthz", handleHealthz(node))
 	r.Get("/readyz", handleReadyz(ready))
 
-	r.Post("/v1/accounts", handleCreateAccount(accounts))
-	r.Get("/v1/accounts/{id}", handleGetAccount(accounts))
-	r.Post("/v1/accounts/{id}/deposits", handleDeposit(accounts))
-	r.Post("/v1/accounts/{id}/withdrawals", handleWithdraw(accounts))
-	r.Get("/v1/accounts/{id}/ledger", handleLedger(accounts))
+	r.Route("/v1", func(r chi.Router) {
+		if keys != nil {
+			// Every /v1 request, unknown paths and methods included.
+			r.Use(authenticate(keys))
+		}
+		r.Post("/accounts", handleCreateAccount(accounts))
+		r.Get("/accounts/{id}", handleGetAccount(accounts))
+		r.Post("/accounts/{id}/deposits", handleDeposit(accounts))
+		r.Post("/accounts/{id}/withdrawals", handleWithdraw(accounts))
+		r.Get("/accounts/{id}/ledger", handleLedger(accounts))
 
-	r.Get("/v1/locks", handleListLocks(locks))
-	r.Post("/v1/locks/{resource}", handleAcquireLock(locks))
-	r.Put("/v1/locks/{resource}", handleRenewLock(locks))
-	r.Delete("/v1/locks/{resource}", handleReleaseLock(locks))
-	r.Get("/v1/locks/{resource}", handleGetLock(locks))
+		r.Get("/locks", handleListLocks(locks))
+		r.Post("/locks/{resource}", handleAcquireLock(locks, accounts))
+		r.Put("/locks/{resource}", handleRenewLock(locks))
+		r.Delete("/locks/{resource}", handleReleaseLock(locks))
+		r.Get("/locks/{resource}", handleGetLock(locks))
+	})
 }

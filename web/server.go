@@ -11,13 +11,15 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/apikey"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // NewServer returns the HTTP handler of bankd node: the account API over
-// accounts, the lock API over locks. ready reports whether the database
-// answers; /readyz calls it.
-func NewServer(logger *slog.Logger, node string, accounts *account.Service, locks *lockmgr.Manager, ready func(context.Context) error) http.Handler {
+// accounts, the lock API over locks. With keys, every /v1 request needs one
+// of them (see auth.go); nil keys leave the API open. ready reports whether
+// the database answers; /readyz calls it.
+func NewServer(logger *slog.Logger, node string, accounts *account.Service, locks *lockmgr.Manager, keys *apikey.Set, ready func(context.Context) error) http.Handler {
 	r := chi.NewRouter()
 	r.Use(withRequestID(logger), logRequests, recoverPanics)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -26,6 +28,6 @@ func NewServer(logger *slog.Logger, node string, accounts *account.Service, lock
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, newProblem(codeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path))
 	})
-	addRoutes(r, node, accounts, locks, ready)
+	addRoutes(r, node, accounts, locks, keys, ready)
 	return r
 }

@@ -37,7 +37,7 @@ func setup(t *testing.T, opts account.Options) bundle {
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(locks.Close)
 	opts.Locks = locks
-	srv := httptest.NewServer(web.NewServer(logger, "node-t", account.NewService(pool, opts), locks, pool.Ping))
+	srv := httptest.NewServer(web.NewServer(logger, "node-t", account.NewService(pool, opts), locks, nil, pool.Ping))
 	t.Cleanup(srv.Close)
 	return bundle{pool: pool, url: srv.URL}
 }
@@ -253,6 +253,8 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		{"LedgerOfMissingAccount", request{"GET", "/v1/accounts/999999/ledger", nil, ``}, 404, "account_not_found"},
 		{"MethodNotAllowed", request{"DELETE", acct, nil, ``}, 405, "method_not_allowed"},
 		{"NoSuchRoute", request{"GET", "/v2/accounts", nil, ``}, 404, "not_found"},
+		{"NoSuchV1Route", request{"GET", "/v1/nope", nil, ``}, 404, "not_found"},
+		{"V1MethodNotAllowed", request{"DELETE", "/v1/locks", nil, ``}, 405, "method_not_allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -365,7 +367,7 @@ func TestReadiness(t *testing.T) {
 	t.Cleanup(dead.Close)
 	deadLocks := lockmgr.New(dead, lockmgr.Options{})
 	t.Cleanup(deadLocks.Close)
-	srv := httptest.NewServer(web.NewServer(slog.New(slog.DiscardHandler), "node-t", account.NewService(dead, account.Options{Locks: deadLocks}), deadLocks, dead.Ping))
+	srv := httptest.NewServer(web.NewServer(slog.New(slog.DiscardHandler), "node-t", account.NewService(dead, account.Options{Locks: deadLocks}), deadLocks, nil, dead.Ping))
 	t.Cleanup(srv.Close)
 	down := bundle{url: srv.URL}
 	r := down.do(t, request{"GET", "/readyz", nil, ``})

@@ -29,11 +29,13 @@ type config struct {
 	idleTimeout     time.Duration
 	shutdownTimeout time.Duration
 	pprofAddr       string
+	apiKeysFile     string
 }
 
 const usage = `Usage: bankd [flags]
        bankd migrate up|down|status [flags]
        bankd healthcheck [--addr host:port]   exit 0 when the bankd on --addr is ready
+       bankd apikey new --name NAME --role admin|client   make an API key
 
 bankd serves lockbank's account API. Without --database-url (DATABASE_URL) it
 starts a private PostgreSQL from the installed server binaries in --data-dir.
@@ -104,6 +106,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 45*time.Second, "longest time to handle a request and write the answer")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection stays open")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long in-flight requests may finish at shutdown")
+	fs.StringVar(&c.apiKeysFile, "api-keys-file", env("BANKD_API_KEYS_FILE", ""), "file of API keys (name role sha256:hex per line; see bankd apikey new); every /v1 request then needs one; empty: no keys [BANKD_API_KEYS_FILE]")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", env("BANKD_PPROF_ADDR", ""), "serve net/http/pprof on this address (keep it on loopback); empty: off [BANKD_PPROF_ADDR]")
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/apikey"
 	"github.com/lockbank/lockbank/internal/pglocal"
 	"github.com/lockbank/lockbank/lockmgr"
 	"github.com/lockbank/lockbank/migrations"
@@ -52,8 +53,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(rest) == 1 && rest[0] == "healthcheck" {
 		return healthcheck(ctx, cfg.addr)
 	}
+	if len(rest) > 0 && rest[0] == "apikey" {
+		return runAPIKey(rest[1:], stdout, stderr)
+	}
 	if len(rest) > 0 {
-		return fmt.Errorf("unknown command %q (want: migrate, healthcheck, or no command to serve)", rest[0])
+		return fmt.Errorf("unknown command %q (want: migrate, healthcheck, apikey, or no command to serve)", rest[0])
+	}
+
+	// Read before anything starts, so that a bad file stops bankd at once.
+	var keys *apikey.Set
+	if cfg.apiKeysFile != "" {
+		if keys, err = apikey.Load(cfg.apiKeysFile); err != nil {
+			return err
+		}
 	}
 
 	pool, closeDB, err := openDatabase(ctx, cfg, logger)
@@ -74,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
 	}
 	srv := &http.Server{
-		Handler:           web.NewServer(logger, cfg.nodeName, accounts, locks, pool.Ping),
+		Handler:           web.NewServer(logger, cfg.nodeName, accounts, locks, keys, pool.Ping),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       cfg.readTimeout,
 		WriteTimeout:      cfg.writeTimeout,
@@ -85,7 +97,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	logger.Info("bankd listening", "addr", "http://"+ln.Addr().String(), "unsafe_demo", cfg.unsafeDemo)
+	logger.Info("bankd listening", "addr", "http://"+ln.Addr().String(), "unsafe_demo", cfg.unsafeDemo, "api_keys", keys.Len())
+	warnIfOpen(logger, ln.Addr(), keys)
 	if cfg.pprofAddr != "" {
 		stopProfiling, err := serveProfiles(cfg.pprofAddr, logger)
 		if err != nil {

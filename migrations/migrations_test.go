@@ -1,0 +1,116 @@
+package migrations_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// grant calls lockmgr_try_acquire with args (four: as a node of before
+// 00006; five: with an owner) and reports whether it granted.
+func grant(t *testing.T, db *sql.DB, query string, args ...any) bool {
+	t.Helper()
+	var granted bool
+	if err := db.QueryRow(query, args...).Scan(&granted); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return granted
+}
+
+const (
+	grantOld   = `SELECT granted FROM lockmgr_try_acquire($1, 'node', gen_random_uuid(), 60000)`
+	grantOwned = `SELECT granted FROM lockmgr_try_acquire($1, 'node', gen_random_uuid(), 60000, $2)`
+	expire     = `UPDATE leases SET expires_at = clock_timestamp() WHERE resource = $1`
+)
+
+// Test00006 checks what migration 00006 promises: nodes not yet upgraded
+// still grant (and clear the owner of a lease they take over), an account's
+// key_name never changes, and Down gives back 00003's schema and function.
+func Test00006(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := sql.Open("pgx", pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+
+	t.Run("OldNodesStillGrant", func(t *testing.T) {
+		if !grant(t, db, grantOwned, "r:1", "alice") {
+			t.Fatal("first grant with an owner refused")
+		}
+		if _, err := db.Exec(expire, "r:1"); err != nil {
+			t.Fatal(err)
+		}
+		if !grant(t, db, grantOld, "r:1") {
+			t.Fatal("takeover by the four-argument function refused")
+		}
+		var owner sql.NullString
+		if err := db.QueryRow(`SELECT owner FROM leases WHERE resource = 'r:1'`).Scan(&owner); err != nil || owner.Valid {
+			t.Fatalf("owner after an old node's takeover: %v (%v), want NULL", owner, err)
+		}
+	})
+
+	t.Run("KeyNameNeverChanges", func(t *testing.T) {
+		var id int64
+		if err := db.QueryRow(`INSERT INTO accounts (owner, balance, opening_balance, key_name) VALUES ('a', 1, 1, 'alice') RETURNING id`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		_, err := db.Exec(`UPDATE accounts SET key_name = 'bob' WHERE id = $1`, id)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "23001" {
+			t.Fatalf("changing key_name: %v, want restrict_violation", err)
+		}
+		if _, err := db.Exec(`UPDATE accounts SET balance = 0, key_name = key_name WHERE id = $1`, id); err != nil {
+			t.Fatalf("an update that keeps key_name: %v", err)
+		}
+		if _, err := db.Exec(`INSERT INTO accounts (owner, balance, opening_balance, key_name) VALUES ('a', 1, 1, 'no spaces')`); err == nil {
+			t.Fatal("a key_name that no key can have was accepted")
+		}
+	})
+
+	t.Run("DownAndUpAgain", func(t *testing.T) {
+		p, err := migrations.NewProvider(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.DownTo(ctx, 5); err != nil {
+			t.Fatalf("down to 5: %v", err)
+		}
+		var columns int
+		if err := db.QueryRow(`SELECT count(*) FROM information_schema.columns
+			WHERE (table_name, column_name) IN (('leases', 'owner'), ('accounts', 'key_name'))`).Scan(&columns); err != nil || columns != 0 {
+			t.Fatalf("%d of 00006's columns left after Down (%v)", columns, err)
+		}
+		var functions int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_proc WHERE proname IN ('lockmgr_try_acquire', 'accounts_key_name_fixed')`).Scan(&functions); err != nil || functions != 1 {
+			t.Fatalf("%d functions after Down (%v), want only 00003's lockmgr_try_acquire", functions, err)
+		}
+		// 00003's function, plpgsql again, grants and takes over.
+		if !grant(t, db, grantOld, "r:2") {
+			t.Fatal("first grant after Down refused")
+		}
+		if _, err := db.Exec(expire, "r:2"); err != nil {
+			t.Fatal(err)
+		}
+		if !grant(t, db, grantOld, "r:2") {
+			t.Fatal("takeover after Down refused")
+		}
+		if _, err := p.Up(ctx); err != nil {
+			t.Fatalf("up again: %v", err)
+		}
+		if !grant(t, db, grantOwned, "r:3", "alice") {
+			t.Fatal("grant with an owner after Up again refused")
+		}
+	})
+}
