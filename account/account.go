@@ -103,8 +103,13 @@ func NewService(pool *pgxpool.Pool, opts Options) *Service {
 	return s
 }
 
+// LeaseResourcePrefix begins the name of every account's lock in the lease
+// table. Those rows are kept (lockmgr's Prune is told so): there is one per
+// account that ever took a lease, and accounts are kept forever.
+const LeaseResourcePrefix = "account:"
+
 // LeaseResource names the lock of account id in the lease table.
-func LeaseResource(id int64) string { return "account:" + strconv.FormatInt(id, 10) }
+func LeaseResource(id int64) string { return LeaseResourcePrefix + strconv.FormatInt(id, 10) }
 
 // Create opens an account for owner (1–100 characters) with an opening balance
 // of 0–MaxAmount. Errors: CodeInvalidRequest, CodeInvalidAmount.
