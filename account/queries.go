@@ -156,9 +156,9 @@ SELECT ` + entryColumns + ` FROM entry`
 // ever locks an idempotency record (a change inserts its own, and one with a
 // pruned key waits at most for this statement's commit to insert the new
 // one). The records are found oldest first through their created_at index.
-// created_at is the writing transaction's start, at or before the change's
-// commit, so a record lives at least the retention after the first attempt
-// began.
+// created_at is the start of the transaction (or lone statement) that
+// wrote the record, at or before its commit, so a record is kept at least
+// the retention after that transaction began.
 const sqlPruneIdempotencyKeys = `
 DELETE FROM idempotency_keys
 WHERE (account_id, key) IN (

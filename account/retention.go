@@ -12,6 +12,12 @@ import (
 // a request under it is a new change. The ledger keeps every entry and the
 // key it was written under, so a key reused after its retention has two
 // entries there.
+//
+// Pruning is maintenance, not a change: one statement deletes expired records
+// of many accounts, the one place where a transaction spans accounts
+// (invariant 8 is about changes). It touches no balance, no ledger entry and
+// no lease, and holds its row locks for one short statement. A sharded
+// deployment would run it on each shard.
 
 // pruneBatch bounds the records one pruning statement deletes, and so how
 // long it holds their row locks and how much one commit writes.
