@@ -108,8 +108,13 @@ func NewService(pool *pgxpool.Pool, opts Options) *Service {
 	return s
 }
 
+// LeaseResourcePrefix begins the name of every account's lock in the lease
+// table. Those rows are kept (lockmgr's Prune is told so): there is one per
+// account that ever took a lease, and accounts are kept forever.
+const LeaseResourcePrefix = "account:"
+
 // LeaseResource names the lock of account id in the lease table.
-func LeaseResource(id int64) string { return "account:" + strconv.FormatInt(id, 10) }
+func LeaseResource(id int64) string { return LeaseResourcePrefix + strconv.FormatInt(id, 10) }
 
 // LeaseAccount is the inverse of LeaseResource: the account whose lock
 // resource is, if it is one (exactly as LeaseResource spells it).

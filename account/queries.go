@@ -66,8 +66,11 @@ UPDATE accounts SET balance = $2, fence_token = greatest(fence_token, $4), updat
 WHERE id = $1 AND balance = $3
 RETURNING balance`
 
-// Appends to the ledger; UNIQUE (account_id, idempotency_key) backs the
-// idempotency record as a second line of defence.
+// Appends to the ledger. The entry's idempotency key is history, not a
+// guard: the key's record (sqlInsertIdempotency, idempotency_keys' primary
+// key) goes in the same transaction and refuses a second change with the
+// key while it is kept. After its retention the key is new again, and the
+// ledger may hold a later entry under it too (migration 00005).
 const sqlInsertEntry = `
 INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -149,3 +152,22 @@ WITH account AS (
     SELECT account_id, idempotency_key, request_hash, id FROM entry WHERE idempotency_key IS NOT NULL
 )
 SELECT ` + entryColumns + ` FROM entry`
+
+// Deletes idempotency records older than the retention ($1 ms) by the
+// database's clock, at most $2 of them: one short statement, committed
+// alone. It locks only the rows it deletes, skipping any another node's
+// pruner has locked, so two pruners never wait for each other; no change
+// ever locks an idempotency record (a change inserts its own, and one with a
+// pruned key waits at most for this statement's commit to insert the new
+// one). The records are found oldest first through their created_at index.
+// created_at is the start of the transaction (or lone statement) that
+// wrote the record, at or before its commit, so a record is kept at least
+// the retention after that transaction began.
+const sqlPruneIdempotencyKeys = `
+DELETE FROM idempotency_keys
+WHERE (account_id, key) IN (
+    SELECT account_id, key FROM idempotency_keys
+    WHERE created_at < now() - $1 * interval '1 millisecond'
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`

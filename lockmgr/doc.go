@@ -30,5 +30,12 @@
 // TryAcquire is one round trip; when the lock is held it writes nothing, so
 // waiters asking cost the database no transaction and no WAL flush.
 //
+// Prune keeps the lock tables from growing forever: it deletes the rows of
+// resources whose last lease ran out more than a retention ago and grants
+// older than it (each resource's newest excepted). Tokens come from the
+// sequence, not the rows, so a pruned resource's next token is still above
+// all earlier ones; a token whose history was pruned is refused by the fence
+// as never issued (ErrTokenMismatch), never accepted.
+//
 // The database must be migrated with package migrations.
 package lockmgr

@@ -34,6 +34,12 @@ var (
 	ErrTokenMismatch = errors.New("lockmgr: fencing token not issued for this resource")
 )
 
+// errRowVanished: a grant lost its race for the lease row on every pass of
+// lockmgr_try_acquire, each time to a row deleted under it (Prune with a
+// retention shorter than the time between a release and the next grant) or
+// to another first grant. Nobody need hold the lock: Acquire asks again.
+var errRowVanished = errors.New("the lease row kept vanishing; try again")
+
 // HeldError is ErrHeld with the current holder.
 type HeldError struct {
 	Resource  string

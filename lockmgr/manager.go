@@ -53,7 +53,9 @@ func (m *Manager) Close() { m.listener.close() }
 // live one, taking over a lease that has run out or been released. It never
 // waits, and it does not queue behind this Manager's Acquire calls. One round
 // trip; when the lock is held it writes nothing. Errors: ErrHeld (as
-// *HeldError), ErrInvalid.
+// *HeldError), ErrInvalid, and a plain "try again" error when the lease row
+// was deleted under every pass of the try (Prune with a retention near zero;
+// Acquire then asks again by itself).
 func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
 	return m.tryAcquire(ctx, resource, holder, "", ttl)
 }
@@ -74,7 +76,7 @@ func (m *Manager) tryAcquire(ctx context.Context, resource, holder, owner string
 		l.deadline = start.Add(ttl - m.margin(ttl))
 		return l, nil
 	case errors.Is(err, pgx.ErrNoRows):
-		return nil, fmt.Errorf("lockmgr: acquire %s: the lease row kept vanishing; try again", resource)
+		return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, errRowVanished)
 	case !lockNotAvailable(err):
 		return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
 	}
@@ -152,6 +154,10 @@ func (m *Manager) acquire(ctx context.Context, resource, holder, owner string, t
 		if err == nil {
 			m.granted(w, l)
 			return l, nil
+		}
+		if errors.Is(err, errRowVanished) {
+			w.signal() // nobody holds it: ask again at once
+			continue
 		}
 		if !errors.As(err, &last) {
 			return nil, err

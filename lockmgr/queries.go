@@ -102,3 +102,49 @@ FROM leases WHERE resource = $1
 FOR SHARE`
 
 const sqlTokenIssuedFor = `SELECT EXISTS (SELECT 1 FROM lease_grants WHERE token = $1 AND resource = $2)`
+
+// The pruners (prune.go): each is one short statement, committed alone,
+// deleting at most $2 rows that outlived the retention ($1 ms) by the
+// database's clock. Each locks only the rows it deletes, skipping rows
+// another transaction has locked (a takeover in flight, a fenced writer,
+// another node's pruner), so it never waits and is never waited for long.
+// Rows are named by their key, not their ctid: a lease row is updated in
+// place by every grant, renewal and release, and a ctid names one version.
+
+// Deletes the rows of resources whose newest lease ran out more than the
+// retention ago, except those of resources beginning with one of $3. The
+// FOR UPDATE re-reads a row updated since the snapshot and re-checks it, so
+// a lease granted meanwhile is never deleted; the outer condition says so
+// again. A grant racing the delete either locked the row first (and it is
+// skipped) or waits for this commit, finds no row, and inserts one with a
+// token drawn after it: above every token the deleted row ever had, since
+// the sequence is shared (lockmgr_try_acquire). No index on expires_at: a
+// sequential scan of one row per resource, which keeps renewals and
+// releases HOT updates; the rows it picked are then deleted through the
+// primary key (= ANY of an array, where IN would join the whole table).
+const sqlPruneLeases = `
+DELETE FROM leases
+WHERE resource = ANY (ARRAY(
+    SELECT resource FROM leases
+    WHERE expires_at < now() - $1 * interval '1 millisecond'
+      AND NOT EXISTS (SELECT 1 FROM unnest($3::text[]) AS keep(prefix) WHERE starts_with(resource, keep.prefix))
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED))
+  AND expires_at < now() - $1 * interval '1 millisecond'`
+
+// Deletes grants made more than the retention ago, except each resource's
+// newest (the token in its lease row), oldest first through the granted_at
+// index. The fence reads lease_grants only for a token below the newest, to
+// tell a stale token from one never issued; without its grant a stale token
+// is refused as never issued, and never accepted (that needs the newest
+// token, read from leases). Kept newest grants older than the retention are
+// passed over by every batch: one per resource at most.
+const sqlPruneGrants = `
+DELETE FROM lease_grants
+WHERE token IN (
+    SELECT g.token FROM lease_grants g
+    WHERE g.granted_at < now() - $1 * interval '1 millisecond'
+      AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.resource = g.resource AND l.token = g.token)
+    ORDER BY g.granted_at
+    LIMIT $2
+    FOR UPDATE OF g SKIP LOCKED)`

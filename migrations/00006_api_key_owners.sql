@@ -32,7 +32,7 @@ CREATE TRIGGER accounts_key_name_fixed
 ALTER TABLE leases
     ADD COLUMN owner text CHECK (char_length(owner) BETWEEN 1 AND 100);
 
--- lockmgr_try_acquire of 00003 with the owner written by the grant, still in
+-- lockmgr_try_acquire of 00005 with the owner written by the grant, still in
 -- one round trip. A new argument makes a new function (CREATE OR REPLACE
 -- cannot change an argument list), so the four-argument one stays, replaced
 -- below by a call of this one with no owner: nodes not yet upgraded keep
@@ -61,13 +61,25 @@ BEGIN
             RETURNING * INTO l;
         ELSE
             -- ON CONFLICT DO NOTHING: a concurrent first grant won; its row is
-            -- read on the next pass. nextval is only reached when there was
-            -- no row, so tokens are not burnt by every held try.
+            -- read on the next pass. The row goes in without its token, which
+            -- is drawn once the row is in: the INSERT may wait for a
+            -- concurrent grant's row and then, were that row pruned
+            -- meanwhile, go in after all, so a token drawn before that wait
+            -- could be below the pruned row's. Drawn after it, the token is
+            -- above every token granted before: while our row holds the
+            -- resource's key, no other grant of it can commit. nextval is
+            -- only reached when there was no row, so tokens are not burnt
+            -- by every held try.
             INSERT INTO leases (resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms, owner)
-            VALUES (p_resource, p_holder, nextval('fencing_tokens'), p_lease_id,
+            VALUES (p_resource, p_holder, 0, p_lease_id,
                     now(), now() + p_ttl_ms * interval '1 millisecond', p_ttl_ms, p_owner)
             ON CONFLICT (resource) DO NOTHING
             RETURNING * INTO l;
+            IF FOUND THEN
+                UPDATE leases SET token = nextval('fencing_tokens')
+                WHERE leases.resource = p_resource
+                RETURNING * INTO l;
+            END IF;
         END IF;
         IF FOUND THEN
             INSERT INTO lease_grants (token, resource, holder, granted_at)
@@ -95,7 +107,7 @@ $$;
 
 -- +goose Down
 
--- The four-argument function of 00003 again, as it was.
+-- The four-argument function of 00005 again, as it was.
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION lockmgr_try_acquire(p_resource text, p_holder text, p_lease_id uuid, p_ttl_ms bigint)
 RETURNS TABLE (granted boolean, resource text, holder text, token bigint, lease_id uuid,
@@ -120,13 +132,25 @@ BEGIN
             RETURNING * INTO l;
         ELSE
             -- ON CONFLICT DO NOTHING: a concurrent first grant won; its row is
-            -- read on the next pass. nextval is only reached when there was
-            -- no row, so tokens are not burnt by every held try.
+            -- read on the next pass. The row goes in without its token, which
+            -- is drawn once the row is in: the INSERT may wait for a
+            -- concurrent grant's row and then, were that row pruned
+            -- meanwhile, go in after all, so a token drawn before that wait
+            -- could be below the pruned row's. Drawn after it, the token is
+            -- above every token granted before: while our row holds the
+            -- resource's key, no other grant of it can commit. nextval is
+            -- only reached when there was no row, so tokens are not burnt
+            -- by every held try.
             INSERT INTO leases (resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms)
-            VALUES (p_resource, p_holder, nextval('fencing_tokens'), p_lease_id,
+            VALUES (p_resource, p_holder, 0, p_lease_id,
                     now(), now() + p_ttl_ms * interval '1 millisecond', p_ttl_ms)
             ON CONFLICT (resource) DO NOTHING
             RETURNING * INTO l;
+            IF FOUND THEN
+                UPDATE leases SET token = nextval('fencing_tokens')
+                WHERE leases.resource = p_resource
+                RETURNING * INTO l;
+            END IF;
         END IF;
         IF FOUND THEN
             INSERT INTO lease_grants (token, resource, holder, granted_at)

@@ -35,7 +35,7 @@ const (
 
 // Test00006 checks what migration 00006 promises: nodes not yet upgraded
 // still grant (and clear the owner of a lease they take over), an account's
-// key_name never changes, and Down gives back 00003's schema and function.
+// key_name never changes, and Down gives back 00005's schema and function.
 func Test00006(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -94,9 +94,9 @@ func Test00006(t *testing.T) {
 		}
 		var functions int
 		if err := db.QueryRow(`SELECT count(*) FROM pg_proc WHERE proname IN ('lockmgr_try_acquire', 'accounts_key_name_fixed')`).Scan(&functions); err != nil || functions != 1 {
-			t.Fatalf("%d functions after Down (%v), want only 00003's lockmgr_try_acquire", functions, err)
+			t.Fatalf("%d functions after Down (%v), want only 00005's lockmgr_try_acquire", functions, err)
 		}
-		// 00003's function, plpgsql again, grants and takes over.
+		// 00005's function, plpgsql again, grants and takes over.
 		if !grant(t, db, grantOld, "r:2") {
 			t.Fatal("first grant after Down refused")
 		}

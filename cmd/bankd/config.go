@@ -30,7 +30,22 @@ type config struct {
 	shutdownTimeout time.Duration
 	pprofAddr       string
 	apiKeysFile     string
+	// What is pruned, and when (invariant 12): idempotency records older
+	// than idempotencyRetention, lease history older than leaseRetention,
+	// every pruneInterval.
+	idempotencyRetention time.Duration
+	leaseRetention       time.Duration
+	pruneInterval        time.Duration
 }
+
+// Bounds of the retentions. At least a minute: a record outlives by far the
+// request that wrote it (a transaction lasts seconds) and its client's quick
+// retries. At most ten years: the cutoff, now() minus the retention, stays
+// a date PostgreSQL can hold.
+const (
+	minRetention = time.Minute
+	maxRetention = 10 * 365 * 24 * time.Hour
+)
 
 const usage = `Usage: bankd [flags]
        bankd migrate up|down|status [flags]
@@ -108,6 +123,25 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long in-flight requests may finish at shutdown")
 	fs.StringVar(&c.apiKeysFile, "api-keys-file", env("BANKD_API_KEYS_FILE", ""), "file of API keys (name role sha256:hex per line; see bankd apikey new); every /v1 request then needs one; empty: no keys [BANKD_API_KEYS_FILE]")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", env("BANKD_PPROF_ADDR", ""), "serve net/http/pprof on this address (keep it on loopback); empty: off [BANKD_PPROF_ADDR]")
+	// Stripe keeps idempotency keys for 24 hours: a retry within it is
+	// answered from the first outcome; after it the key is new again.
+	idempotencyRetention, err := envDuration(getenv, "BANKD_IDEMPOTENCY_RETENTION", 24*time.Hour)
+	if err != nil {
+		return c, nil, err
+	}
+	fs.DurationVar(&c.idempotencyRetention, "idempotency-retention", idempotencyRetention, "how long an Idempotency-Key's first outcome is kept and replayed; after it the key is new again [BANKD_IDEMPOTENCY_RETENTION]")
+	// An hour is far beyond any lease (at most 10 minutes) and any pause
+	// worth telling apart; lock-heavy users grant thousands an hour.
+	leaseRetention, err := envDuration(getenv, "BANKD_LEASE_RETENTION", time.Hour)
+	if err != nil {
+		return c, nil, err
+	}
+	fs.DurationVar(&c.leaseRetention, "lease-retention", leaseRetention, "how long lease history is kept: grants, and the rows of lock-API resources after their last lease ran out [BANKD_LEASE_RETENTION]")
+	pruneInterval, err := envDuration(getenv, "BANKD_PRUNE_INTERVAL", time.Minute)
+	if err != nil {
+		return c, nil, err
+	}
+	fs.DurationVar(&c.pruneInterval, "prune-interval", pruneInterval, "how often this node deletes what has outlived its retention [BANKD_PRUNE_INTERVAL]")
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err
 	}
@@ -122,6 +156,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, nil, errors.New("--row-lock-ttl must be from 100ms to 10m")
 	case c.lockTimeout < 100*time.Millisecond || c.lockTimeout > 10*time.Minute:
 		return c, nil, errors.New("--lock-timeout must be from 100ms to 10m")
+	case c.idempotencyRetention < minRetention || c.idempotencyRetention > maxRetention:
+		return c, nil, errors.New("--idempotency-retention must be from 1m to 87600h (10 years)")
+	case c.leaseRetention < minRetention || c.leaseRetention > maxRetention:
+		return c, nil, errors.New("--lease-retention must be from 1m to 87600h (10 years)")
+	case c.pruneInterval < 100*time.Millisecond || c.pruneInterval > time.Hour:
+		return c, nil, errors.New("--prune-interval must be from 100ms to 1h")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return c, nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 	}

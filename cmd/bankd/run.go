@@ -82,6 +82,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	accounts := account.NewService(pool, account.Options{
 		UnsafeDemo: cfg.unsafeDemo, Locks: locks, Node: cfg.nodeName, LeaseTTL: cfg.leaseTTL, LeaseWait: cfg.leaseWait,
 	})
+	stopPruning := startPruner(ctx, cfg, accounts, locks, logger)
+	defer stopPruning() // before the pool closes (defers run last first)
 	if cfg.unsafeDemo {
 		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
 	}
