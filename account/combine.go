@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lockbank/lockbank/internal/pgerr"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -178,7 +179,7 @@ func (s *Service) applyBatch(batch []*change) []outcome {
 		err = s.runBatch(ctx, batch, outs, nil)
 		// A unique violation means a request with one of our keys committed
 		// first on a path without the row lock; the next attempt replays it.
-		if err == nil || attempt == attempts-1 || !(retryable(err) || uniqueViolation(err)) {
+		if err == nil || attempt == attempts-1 || !(pgerr.Conflict(err) || uniqueViolation(err)) {
 			break
 		}
 	}
@@ -194,10 +195,14 @@ func (s *Service) applyBatch(batch []*change) []outcome {
 // idempotency record. That is the common case of an account nobody else is
 // changing. Everything else falls back to the batch path, which decides it
 // (done false): no row (a refusal for funds, or no such account), a fencing
-// token (its check needs a statement of its own), any statement error — the
+// token (its check needs a statement of its own), a statement error — the
 // key's unique index refusing a second record (a stored outcome to replay),
-// an overflow. The statement committed alone, so its failure changed
-// nothing; only a lost connection leaves its outcome unknown.
+// an overflow, a conflict with another transaction (the batch path retries
+// it). The statement committed alone, so its failure changed nothing; only a
+// lost session or connection leaves its outcome unknown. The database's
+// other failures are answered at once: a lock wait that ran out, or a
+// database that cannot serve the statement (read-only, cancelled, no
+// session), would fail the batch path too.
 func (s *Service) applyLone(ctx context.Context, ch *change) (out outcome, done bool) {
 	c := ch.c
 	if c.FenceToken != 0 {
@@ -210,21 +215,16 @@ func (s *Service) applyLone(ctx context.Context, ch *change) (out outcome, done 
 	rows, _ := s.pool.Query(ctx, sqlApplyLone, c.AccountID, delta, ch.kind, c.Amount, string(c.Strategy),
 		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, ch.hash)))
 	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
-	var (
-		pgErr   *pgconn.PgError
-		connErr *pgconn.ConnectError
-	)
-	switch {
+	var pgErr *pgconn.PgError
+	switch class := pgerr.Classify(err); {
 	case err == nil:
 		return outcome{res: Result{Entry: entry}}, true
 	case errors.Is(err, pgx.ErrNoRows):
 		return outcome{}, false
-	case errors.As(err, &connErr):
-		return outcome{err: wrap(ch.kind, err)}, true // never connected: nothing happened
-	case !errors.As(err, &pgErr) || sessionLost(err):
+	case class == pgerr.Unavailable, pgerr.LockNotAvailable(err):
+		return outcome{err: wrap(ch.kind, err)}, true // not run, or failed: nothing happened
+	case class == pgerr.SessionLost, !errors.As(err, &pgErr):
 		return outcome{err: wrap(ch.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
-	case lockNotAvailable(err):
-		return outcome{err: wrap(ch.kind, err)}, true
 	}
 	return outcome{}, false
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockbank/lockbank/internal/pgerr"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -90,7 +91,7 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 			return res, refusal
 		case err == nil:
 			return res, nil
-		case errors.Is(err, errBalanceChanged), retryable(err), uniqueViolation(err):
+		case errors.Is(err, errBalanceChanged), pgerr.Conflict(err), uniqueViolation(err):
 			if time.Now().Before(lease.Deadline()) && attempt < 100 {
 				continue
 			}
@@ -119,7 +120,7 @@ func (s *Service) applyLeased(ctx context.Context, batch []*change) []outcome {
 		switch {
 		case err == nil:
 			return outs
-		case errors.Is(err, errBalanceMoved), retryable(err), uniqueViolation(err):
+		case errors.Is(err, errBalanceMoved), pgerr.Conflict(err), uniqueViolation(err):
 			if time.Now().Before(lease.Deadline()) && attempt < 100 {
 				continue
 			}

@@ -33,13 +33,20 @@ type bundle struct {
 func setup(t *testing.T, opts account.Options) bundle {
 	t.Helper()
 	pool := pgtest.New(t)
+	return serve(t, opts, pool, pool)
+}
+
+// serve serves the real handler over a real socket on pool; b.pool is admin,
+// the test's own way into the same database.
+func serve(t *testing.T, opts account.Options, pool, admin *pgxpool.Pool) bundle {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(locks.Close)
 	opts.Locks = locks
 	srv := httptest.NewServer(web.NewServer(logger, "node-t", account.NewService(pool, opts), locks, pool.Ping))
 	t.Cleanup(srv.Close)
-	return bundle{pool: pool, url: srv.URL}
+	return bundle{pool: admin, url: srv.URL}
 }
 
 type response struct {
@@ -65,9 +72,19 @@ type request struct {
 
 func (b bundle) do(t *testing.T, req request) response {
 	t.Helper()
-	httpReq, err := http.NewRequest(req.method, b.url+req.path, strings.NewReader(req.body))
+	r, err := b.send(req)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// send is do for goroutines other than the test's: it reports instead of
+// failing the test.
+func (b bundle) send(req request) (response, error) {
+	httpReq, err := http.NewRequest(req.method, b.url+req.path, strings.NewReader(req.body))
+	if err != nil {
+		return response{}, err
 	}
 	if req.body != "" {
 		httpReq.Header.Set("Content-Type", "application/json")
@@ -81,11 +98,11 @@ func (b bundle) do(t *testing.T, req request) response {
 	}
 	resp, err := http.DefaultClient.Do(httpReq)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: body}
+	body, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: body}, err
 }
 
 func (b bundle) createAccount(t *testing.T, balance int64) int64 {
