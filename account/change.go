@@ -83,9 +83,11 @@ func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 // Errors: CodeInvalidAmount, CodeInvalidRequest, CodeInvalidIdempotencyKey,
 // CodeUnknownStrategy, CodeUnsafeDisabled, CodeAccountNotFound,
 // CodeInsufficientFunds, CodeIdempotencyKeyReused, the fence's
-// CodeStaleFencingToken, CodeLeaseExpired, CodeFencingTokenMismatch,
-// CodeLockTimeout when the lease strategies wait too long for the lease, and
-// the database failures (errors.go).
+// CodeStaleFencingToken, CodeLeaseExpired, CodeFencingTokenMismatch (for the
+// caller's Fencing-Token, or for the lease of a demonstration with a hold;
+// never for the lease the lease strategy takes itself), CodeLockTimeout when
+// the lease strategies wait too long for a usable lease, and the database
+// failures (errors.go).
 func (s *Service) Withdraw(ctx context.Context, c Change) (Result, error) {
 	if err := s.validate(c); err != nil {
 		return Result{}, err

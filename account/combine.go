@@ -273,8 +273,9 @@ type batchPlan struct {
 // much of the price of a transaction.
 //
 // With a lease (the lease strategy), the account row is read without a
-// lock, the lease's fence is checked in the transaction, and the write lands
-// only if the balance is still the one read (else errBalanceMoved).
+// lock, the lease's fence is checked in the transaction (errLeaseRefused
+// when it refuses the lease), and the write lands only if the balance is
+// still the one read (else errBalanceMoved).
 func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome, lease *lockmgr.Lease) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -304,9 +305,12 @@ func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome,
 	return err
 }
 
-// errNothingToWrite ends a batch whose account does not exist, or whose
-// lease the fence refused.
+// errNothingToWrite ends a batch whose account does not exist.
 var errNothingToWrite = errors.New("nothing to write")
+
+// errLeaseRefused: the fence refused a lease batch's lease (it ran out, or a
+// newer one was granted); the batch wrote nothing.
+var errLeaseRefused = errors.New("the fence refused the batch's lease")
 
 // errBalanceMoved: a writer without the lease (a row change) changed the
 // balance between a lease batch's read and its write.
@@ -323,8 +327,8 @@ func balanceMoved(err error) bool {
 // reads it unlocked and checks the lease's fence), reads the stored outcomes
 // of the batch's keys and checks its fencing tokens, then decides every
 // change in order against the running balance. A nil plan means there is
-// nothing to write: the account does not exist, or the fence refused the
-// lease (every outcome says which).
+// nothing to write: the account does not exist (every outcome says so). A
+// lease the fence refuses is errLeaseRefused, and no outcome is set.
 func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []outcome, lease *lockmgr.Lease) (*batchPlan, error) {
 	id := batch[0].c.AccountID
 	var keys []string
@@ -370,15 +374,11 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []
 	}
 	if lease != nil {
 		if err := lockmgr.CheckFence(ctx, conn, lease.Resource, lease.Token); err != nil {
-			refusal := fenceRefusal(err, lease.Token)
-			if !isRefusal(refusal) {
-				return nil, refusal
+			if !isRefusal(fenceRefusal(err, lease.Token)) {
+				return nil, err // the database failed, not the lease
 			}
 			// A stale holder learns nothing and records nothing.
-			for i := range outs {
-				outs[i].err = refusal
-			}
-			return nil, nil
+			return nil, fmt.Errorf("%w: %w", errLeaseRefused, err)
 		}
 		plan.maxToken = lease.Token
 	}
