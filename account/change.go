@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockbank/lockbank/internal/pgerr"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -69,7 +70,7 @@ type Result struct {
 // Deposit adds c.Amount to the account under its row lock.
 // Errors: CodeInvalidAmount, CodeInvalidRequest, CodeInvalidIdempotencyKey,
 // CodeUnsafeDisabled, CodeAccountNotFound, CodeBalanceOverflow,
-// CodeIdempotencyKeyReused.
+// CodeIdempotencyKeyReused, and the database failures (errors.go).
 func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 	c.Strategy = StrategyRow
 	if err := s.validate(c); err != nil {
@@ -82,8 +83,11 @@ func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 // Errors: CodeInvalidAmount, CodeInvalidRequest, CodeInvalidIdempotencyKey,
 // CodeUnknownStrategy, CodeUnsafeDisabled, CodeAccountNotFound,
 // CodeInsufficientFunds, CodeIdempotencyKeyReused, the fence's
-// CodeStaleFencingToken, CodeLeaseExpired, CodeFencingTokenMismatch, and
-// CodeLockTimeout when the lease strategies wait too long for the lease.
+// CodeStaleFencingToken, CodeLeaseExpired, CodeFencingTokenMismatch (for the
+// caller's Fencing-Token, or for the lease of a demonstration with a hold;
+// never for the lease the lease strategy takes itself), CodeLockTimeout when
+// the lease strategies wait too long for a usable lease, and the database
+// failures (errors.go).
 func (s *Service) Withdraw(ctx context.Context, c Change) (Result, error) {
 	if err := s.validate(c); err != nil {
 		return Result{}, err
@@ -229,7 +233,7 @@ func (s *Service) apply(ctx context.Context, kind string, c Change) (Result, err
 		// A unique violation means a concurrent request with our idempotency
 		// key committed first (possible without the row lock); the next
 		// attempt replays its outcome.
-		if err == nil || attempt == attempts-1 || !(retryable(err) || uniqueViolation(err)) {
+		if err == nil || attempt == attempts-1 || !(pgerr.Conflict(err) || uniqueViolation(err)) {
 			break
 		}
 	}

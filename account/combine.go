@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lockbank/lockbank/internal/pgerr"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -204,7 +205,7 @@ func (s *Service) applyBatch(batch []*change) (outs []outcome) {
 		err = s.runBatch(ctx, batch, outs, nil)
 		// A unique violation means a request with one of our keys committed
 		// first on a path without the row lock; the next attempt replays it.
-		if err == nil || attempt == attempts-1 || !(retryable(err) || uniqueViolation(err)) {
+		if err == nil || attempt == attempts-1 || !(pgerr.Conflict(err) || uniqueViolation(err)) {
 			break
 		}
 	}
@@ -220,10 +221,14 @@ func (s *Service) applyBatch(batch []*change) (outs []outcome) {
 // idempotency record. That is the common case of an account nobody else is
 // changing. Everything else falls back to the batch path, which decides it
 // (done false): no row (a refusal for funds, or no such account), a fencing
-// token (its check needs a statement of its own), any statement error — the
+// token (its check needs a statement of its own), a statement error — the
 // key's unique index refusing a second record (a stored outcome to replay),
-// an overflow. The statement committed alone, so its failure changed
-// nothing; only a lost connection leaves its outcome unknown.
+// an overflow, a conflict with another transaction (the batch path retries
+// it). The statement committed alone, so its failure changed nothing; only a
+// lost session or connection leaves its outcome unknown. The database's
+// other failures are answered at once: a lock wait that ran out, or a
+// database that cannot serve the statement (read-only, cancelled, no
+// session), would fail the batch path too.
 func (s *Service) applyLone(ctx context.Context, ch *change) (out outcome, done bool) {
 	c := ch.c
 	if c.FenceToken != 0 {
@@ -236,21 +241,16 @@ func (s *Service) applyLone(ctx context.Context, ch *change) (out outcome, done 
 	rows, _ := s.pool.Query(ctx, sqlApplyLone, c.AccountID, delta, ch.kind, c.Amount, string(c.Strategy),
 		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, ch.hash)))
 	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
-	var (
-		pgErr   *pgconn.PgError
-		connErr *pgconn.ConnectError
-	)
-	switch {
+	var pgErr *pgconn.PgError
+	switch class := pgerr.Classify(err); {
 	case err == nil:
 		return outcome{res: Result{Entry: entry}}, true
 	case errors.Is(err, pgx.ErrNoRows):
 		return outcome{}, false
-	case errors.As(err, &connErr):
-		return outcome{err: wrap(ch.kind, err)}, true // never connected: nothing happened
-	case !errors.As(err, &pgErr) || sessionLost(err):
+	case class == pgerr.Unavailable, pgerr.LockNotAvailable(err):
+		return outcome{err: wrap(ch.kind, err)}, true // not run, or failed: nothing happened
+	case class == pgerr.SessionLost, !errors.As(err, &pgErr):
 		return outcome{err: wrap(ch.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
-	case lockNotAvailable(err):
-		return outcome{err: wrap(ch.kind, err)}, true
 	}
 	return outcome{}, false
 }
@@ -299,8 +299,9 @@ type batchPlan struct {
 // much of the price of a transaction.
 //
 // With a lease (the lease strategy), the account row is read without a
-// lock, the lease's fence is checked in the transaction, and the write lands
-// only if the balance is still the one read (else errBalanceMoved).
+// lock, the lease's fence is checked in the transaction (errLeaseRefused
+// when it refuses the lease), and the write lands only if the balance is
+// still the one read (else errBalanceMoved).
 func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome, lease *lockmgr.Lease) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -330,9 +331,12 @@ func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome,
 	return err
 }
 
-// errNothingToWrite ends a batch whose account does not exist, or whose
-// lease the fence refused.
+// errNothingToWrite ends a batch whose account does not exist.
 var errNothingToWrite = errors.New("nothing to write")
+
+// errLeaseRefused: the fence refused a lease batch's lease (it ran out, or a
+// newer one was granted); the batch wrote nothing.
+var errLeaseRefused = errors.New("the fence refused the batch's lease")
 
 // errBalanceMoved: a writer without the lease (a row change) changed the
 // balance between a lease batch's read and its write.
@@ -349,8 +353,8 @@ func balanceMoved(err error) bool {
 // reads it unlocked and checks the lease's fence), reads the stored outcomes
 // of the batch's keys and checks its fencing tokens, then decides every
 // change in order against the running balance. A nil plan means there is
-// nothing to write: the account does not exist, or the fence refused the
-// lease (every outcome says which).
+// nothing to write: the account does not exist (every outcome says so). A
+// lease the fence refuses is errLeaseRefused, and no outcome is set.
 func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []outcome, lease *lockmgr.Lease) (*batchPlan, error) {
 	id := batch[0].c.AccountID
 	var keys []string
@@ -396,15 +400,11 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []
 	}
 	if lease != nil {
 		if err := lockmgr.CheckFence(ctx, conn, lease.Resource, lease.Token); err != nil {
-			refusal := fenceRefusal(err, lease.Token)
-			if !isRefusal(refusal) {
-				return nil, refusal
+			if !isRefusal(fenceRefusal(err, lease.Token)) {
+				return nil, err // the database failed, not the lease
 			}
 			// A stale holder learns nothing and records nothing.
-			for i := range outs {
-				outs[i].err = refusal
-			}
-			return nil, nil
+			return nil, fmt.Errorf("%w: %w", errLeaseRefused, err)
 		}
 		plan.maxToken = lease.Token
 	}

@@ -25,6 +25,14 @@ const (
 	CodeLockTimeout           = "lock_timeout"
 )
 
+// Database failures. Besides its refusals, every Service method may fail
+// because of the database, and says how: CodeLockTimeout (an *Error: a lock
+// wait ran out, or conflicts with other transactions outlasted the
+// retries), an error for which IsUnavailable is true (the database could
+// not serve the request; nothing was committed), or, for a change only,
+// ErrOutcomeUnknown (it may or may not have committed). Anything else is a
+// bug.
+
 // Error is a refusal that the caller can act on; Code is one of the Code
 // constants and Message says what was wrong in words a client can show.
 // Anything else a Service method returns is an internal failure.

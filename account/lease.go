@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockbank/lockbank/internal/pgerr"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -28,7 +29,7 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 	if c.Strategy == StrategyLease && c.Hold == 0 {
 		return s.submit(&change{ctx: ctx, kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)})
 	}
-	lease, err := s.takeLease(ctx, c.AccountID)
+	lease, err := s.takeLease(ctx, c.AccountID, time.Now().Add(s.leaseWait))
 	if err != nil {
 		return Result{}, err
 	}
@@ -90,7 +91,7 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 			return res, refusal
 		case err == nil:
 			return res, nil
-		case errors.Is(err, errBalanceChanged), retryable(err), uniqueViolation(err):
+		case errors.Is(err, errBalanceChanged), pgerr.Conflict(err), uniqueViolation(err):
 			if time.Now().Before(lease.Deadline()) && attempt < 100 {
 				continue
 			}
@@ -104,35 +105,60 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 // applyLeased is the lease strategy for a batch of one account's
 // withdrawals: the lease is taken once and covers them all, its token goes
 // on every entry, and the fence is checked once, in their transaction.
+//
+// The lease is this node's own, taken for clients that sent no token, so a
+// refusal of it by the fence is no answer for them: the lease ran out while
+// the batch was held up (a slow statement, a pause), or another node took
+// over meanwhile. Nothing was written under it; the batch runs again under a
+// fresh lease, as long as --lease-wait lasts, counted from the first try,
+// and then answers CodeLockTimeout.
 func (s *Service) applyLeased(ctx context.Context, batch []*change) []outcome {
 	outs := make([]outcome, len(batch))
 	id := batch[0].c.AccountID
-	lease, err := s.takeLease(ctx, id)
-	if err != nil {
-		failAll(outs, batch, err)
-		return outs
-	}
-	defer s.releaseLease(ctx, lease)
-	for attempt := 0; ; attempt++ {
-		clear(outs)
-		err := s.runBatch(ctx, batch, outs, lease)
+	waitUntil := time.Now().Add(s.leaseWait)
+	for {
+		err := s.runLeased(ctx, batch, outs, waitUntil)
+		if errors.Is(err, errLeaseRefused) && !time.Now().Before(waitUntil) {
+			err = errorf(CodeLockTimeout, "account %d: this node's lease kept running out before its write for %s; retry shortly", id, s.leaseWait)
+		}
 		switch {
 		case err == nil:
 			return outs
-		case errors.Is(err, errBalanceMoved), retryable(err), uniqueViolation(err):
-			if time.Now().Before(lease.Deadline()) && attempt < 100 {
-				continue
-			}
-			err = errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", id)
+		case errors.Is(err, errLeaseRefused):
+			continue
 		}
 		failAll(outs, batch, err)
 		return outs
 	}
 }
 
-// takeLease takes account id's lease, waiting up to leaseWait.
-// Errors: CodeAccountNotFound, CodeLockTimeout.
-func (s *Service) takeLease(ctx context.Context, id int64) (*lockmgr.Lease, error) {
+// runLeased takes account's lease, waiting until waitUntil at the latest,
+// and applies batch under it, reading again while a writer without the
+// lease moves the balance and the lease lasts. Errors: errLeaseRefused
+// (the fence refused the lease: nothing written), takeLease's, runBatch's.
+func (s *Service) runLeased(ctx context.Context, batch []*change, outs []outcome, waitUntil time.Time) error {
+	id := batch[0].c.AccountID
+	lease, err := s.takeLease(ctx, id, waitUntil)
+	if err != nil {
+		return err
+	}
+	defer s.releaseLease(ctx, lease)
+	for attempt := 0; ; attempt++ {
+		clear(outs)
+		err := s.runBatch(ctx, batch, outs, lease)
+		if errors.Is(err, errBalanceMoved) || pgerr.Conflict(err) || uniqueViolation(err) {
+			if time.Now().Before(lease.Deadline()) && attempt < 100 {
+				continue
+			}
+			return errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", id)
+		}
+		return err
+	}
+}
+
+// takeLease takes account id's lease, waiting until waitUntil at the
+// latest. Errors: CodeAccountNotFound, CodeLockTimeout.
+func (s *Service) takeLease(ctx context.Context, id int64, waitUntil time.Time) (*lockmgr.Lease, error) {
 	// Refuse a missing account before taking a lease named after it.
 	var exists bool
 	if err := s.pool.QueryRow(ctx, sqlAccountExists, id).Scan(&exists); err != nil {
@@ -141,13 +167,15 @@ func (s *Service) takeLease(ctx context.Context, id int64) (*lockmgr.Lease, erro
 	if !exists {
 		return nil, notFound(id)
 	}
-	waitCtx, cancel := context.WithTimeout(ctx, s.leaseWait)
+	waitCtx, cancel := context.WithDeadline(ctx, waitUntil)
 	lease, err := s.locks.Acquire(waitCtx, LeaseResource(id), s.node, s.leaseTTL)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			return nil, errorf(CodeLockTimeout, "account %d stayed locked for %s; retry shortly", id, s.leaseWait)
 		}
+		// The lease's grant is no change to the account: a lost session
+		// there is unavailable, never an unknown outcome (wrap).
 		return nil, wrap(KindWithdrawal, fmt.Errorf("lease: %w", err))
 	}
 	return lease, nil

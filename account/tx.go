@@ -4,23 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lockbank/lockbank/internal/pgerr"
 )
 
-// ErrOutcomeUnknown: the connection failed while COMMIT was under way, so
-// the change may or may not have been committed. A retry with the same
-// Idempotency-Key tells which, and never applies it twice.
+// ErrOutcomeUnknown: the connection failed while COMMIT was under way (or
+// while a lone statement that commits itself ran), so the change may or may
+// not have been committed. A retry with the same Idempotency-Key tells
+// which, and never applies it twice.
 var ErrOutcomeUnknown = errors.New("the commit's outcome is unknown")
 
-// errNotCommitted marks a failure that certainly left nothing committed: the
-// session was lost (a restart, pg_terminate_backend, an idle timeout, a
+// errNotCommitted marks a failure of the database that certainly left
+// nothing committed: no session could be had, the server refused the
+// statement without running it (read-only, cancelled, out of resources), or
+// the session was lost (a restart, pg_terminate_backend, an idle timeout, a
 // broken connection) before COMMIT was sent.
-var errNotCommitted = errors.New("the database ended the transaction before commit")
+var errNotCommitted = errors.New("the database could not serve the request; nothing was committed")
 
 // inTx runs fn in a transaction and commits it, telling the failures that
 // certainly changed nothing apart from a commit whose outcome is unknown.
@@ -38,8 +40,8 @@ func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && !sessionLost(err) {
-			return err // the server refused the COMMIT: rolled back
+		if class := pgerr.Classify(err); class == pgerr.Unavailable || (errors.As(err, &pgErr) && class != pgerr.SessionLost) {
+			return err // the server refused the COMMIT, or it was never sent: rolled back
 		}
 		// The server may have committed before the session or the answer
 		// was lost (it finishes a commit before it acts on a termination).
@@ -48,15 +50,6 @@ func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return nil
 }
 
-// sessionLost reports whether err says the session is gone: SQLSTATE class
-// 57 (operator intervention: shutdown, pg_terminate_backend), 25P03
-// (idle_in_transaction_session_timeout), or a broken connection.
-func sessionLost(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "25P03" || strings.HasPrefix(pgErr.Code, "57")
-	}
-	var netErr *net.OpError
-	return errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		strings.Contains(err.Error(), "conn closed")
-}
+// sessionLost reports whether err says the session ended while a call was
+// under way (see pgerr.SessionLost).
+func sessionLost(err error) bool { return pgerr.Classify(err) == pgerr.SessionLost }

@@ -208,3 +208,81 @@ func TestLazyReleaseStaysInItsTransaction(t *testing.T) {
 		t.Fatalf("after the release: %v", err)
 	}
 }
+
+// waitedForLock waits until a session of pool's database has waited for a
+// lock for at least d by the database's clock.
+func waitedForLock(t *testing.T, pool *pgxpool.Pool, d time.Duration) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("a session waiting %s for a lock", d), func() bool {
+		var n int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'
+			  AND clock_timestamp() - query_start >= $1 * interval '1 millisecond'`, d.Milliseconds()).Scan(&n); err != nil {
+			t.Error(err)
+			return true
+		}
+		return n > 0
+	})
+}
+
+// TestTakeoverBehindFencedWriterIsLiveWhenGranted: a takeover whose UPDATE
+// waits for a fenced writer's lock on the lease row (CheckFence's FOR SHARE)
+// is stamped when it is granted, after the wait. The lease it returns is live
+// for its whole TTL by the database's clock — never born expired, however
+// long the wait — and the holder's own deadline still comes before the
+// database's expiry.
+func TestTakeoverBehindFencedWriterIsLiveWhenGranted(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	const ttl = 200 * time.Millisecond
+	old := mustAcquire(t, m, "res:born", "node-a", time.Minute)
+	expire(t, b, "res:born")
+	writer, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = writer.Rollback(context.Background()) })
+	// The fence refuses the expired lease, but like every fence check it
+	// locks the lease row until its transaction ends.
+	if err := lockmgr.CheckFence(b.ctx, writer, "res:born", old.Token); !errors.Is(err, lockmgr.ErrLeaseExpired) {
+		t.Fatalf("CheckFence of the expired lease = %v, want ErrLeaseExpired", err)
+	}
+
+	type grant struct {
+		lease *lockmgr.Lease
+		dbNow time.Time // the database's clock just after the grant returned
+		err   error
+	}
+	granted := make(chan grant, 1)
+	go func() {
+		var g grant
+		g.lease, g.err = m.TryAcquire(b.ctx, "res:born", "node-b", ttl)
+		if g.err == nil {
+			g.err = b.pool.QueryRow(b.ctx, `SELECT clock_timestamp()`).Scan(&g.dbNow)
+		}
+		granted <- g
+	}()
+	waitedForLock(t, b.pool, 2*ttl) // the takeover waits behind the writer for longer than its TTL
+	if err := writer.Commit(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	g := <-granted
+	if g.err != nil {
+		t.Fatalf("TryAcquire behind the fenced writer: %v", g.err)
+	}
+	l := g.lease
+	if l.Token <= old.Token {
+		t.Fatalf("token %d after %d", l.Token, old.Token)
+	}
+	if got := l.ExpiresAt.Sub(l.AcquiredAt); got != ttl {
+		t.Errorf("expires_at - acquired_at = %s, want the TTL %s", got, ttl)
+	}
+	if !l.ExpiresAt.After(g.dbNow) {
+		t.Errorf("granted with expires_at %s, but the database's clock already read %s on return: born expired",
+			l.ExpiresAt.Format(time.StampMicro), g.dbNow.Format(time.StampMicro))
+	}
+	if !l.Deadline().Before(l.ExpiresAt) {
+		t.Errorf("the holder's deadline %s is not before the database's expiry %s",
+			l.Deadline().Format(time.StampMicro), l.ExpiresAt.Format(time.StampMicro))
+	}
+}

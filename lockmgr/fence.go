@@ -3,7 +3,6 @@ package lockmgr
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -21,7 +20,9 @@ type Querier interface {
 // live by the database's clock. It locks the lease row (FOR SHARE) until tx
 // ends, so no newer grant can come between the check and the write: a
 // holder that paused past its lease is rejected however long the pause.
-// Errors: ErrStaleToken, ErrLeaseExpired, ErrTokenMismatch.
+// Errors: ErrStaleToken, ErrLeaseExpired, ErrTokenMismatch; when the
+// database fails, ErrBusy or ErrUnavailable (the caller's transaction is
+// then aborted, and nothing it did committed).
 func CheckFence(ctx context.Context, tx Querier, resource string, token int64) error {
 	var (
 		current int64
@@ -32,7 +33,7 @@ func CheckFence(ctx context.Context, tx Querier, resource string, token int64) e
 	case errors.Is(err, pgx.ErrNoRows):
 		return ErrTokenMismatch
 	case err != nil:
-		return fmt.Errorf("lockmgr: fence %s: %w", resource, err)
+		return dbError("fence", resource, err, false)
 	case token == current && live:
 		return nil
 	case token == current:
@@ -42,7 +43,7 @@ func CheckFence(ctx context.Context, tx Querier, resource string, token int64) e
 	}
 	var issued bool
 	if err := tx.QueryRow(ctx, sqlTokenIssuedFor, token, resource).Scan(&issued); err != nil {
-		return fmt.Errorf("lockmgr: fence %s: %w", resource, err)
+		return dbError("fence", resource, err, false)
 	}
 	if !issued {
 		return ErrTokenMismatch

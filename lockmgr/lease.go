@@ -36,7 +36,9 @@ type Lease struct {
 // Deadline is the local time after which the holder must stop believing it
 // holds the lock: the start of the request that granted (or last renewed) the
 // lease plus the TTL, less a safety margin for clock drift. The database
-// judges expiry by its own clock; this deadline always comes first.
+// judges expiry by its own clock and counts the TTL from the grant, which
+// comes after any wait for the lease's row; this deadline always comes
+// first, and after a long wait it may already have passed on return.
 func (l *Lease) Deadline() time.Time { return l.deadline }
 
 // Status describes a resource's newest grant without its secret lease id.

@@ -585,3 +585,70 @@ func TestDeadlineComesFirst(t *testing.T) {
 	}
 	check("Acquire", acquired)
 }
+
+// TestDatabaseFailuresAreNamed: the calls name the database's failures in
+// lockmgr's vocabulary and change nothing — ErrBusy when a fenced write
+// keeps the lease's row locked past lock_timeout (a takeover then reports
+// the lock held), ErrUnavailable from a database that takes no writes (a
+// standby, a demoted primary).
+func TestDatabaseFailuresAreNamed(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	m := lockmgr.New(newPool(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
+	t.Cleanup(m.Close)
+	impatient := lockmgr.New(newPool(t, url, func(c *pgxpool.Config) { c.ConnConfig.RuntimeParams["lock_timeout"] = "100" }), lockmgr.Options{})
+	t.Cleanup(impatient.Close)
+	readOnly := lockmgr.New(newPool(t, url, func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	}), lockmgr.Options{})
+	t.Cleanup(readOnly.Close)
+	ctx := context.Background()
+	l := mustAcquire(t, m, "res:db", "node-a", time.Minute)
+	expired := mustAcquire(t, m, "res:db-expired", "node-a", time.Minute)
+	if err := m.Release(ctx, expired.Resource, expired.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	writer, err := newPool(t, url, func(*pgxpool.Config) {}).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = writer.Rollback(context.Background()) })
+	if err := lockmgr.CheckFence(ctx, writer, "res:db", l.Token); err != nil {
+		t.Fatal(err)
+	}
+	if err := lockmgr.CheckFence(ctx, writer, "res:db-expired", expired.Token); !errors.Is(err, lockmgr.ErrLeaseExpired) {
+		t.Fatal(err)
+	}
+	if _, err := impatient.Renew(ctx, "res:db", l.ID, time.Minute); !errors.Is(err, lockmgr.ErrBusy) {
+		t.Errorf("Renew behind a fenced write = %v, want ErrBusy", err)
+	}
+	if err := impatient.Release(ctx, "res:db", l.ID); !errors.Is(err, lockmgr.ErrBusy) {
+		t.Errorf("Release behind a fenced write = %v, want ErrBusy", err)
+	}
+	if _, err := impatient.TryAcquire(ctx, "res:db-expired", "node-b", time.Minute); !errors.Is(err, lockmgr.ErrHeld) {
+		t.Errorf("TryAcquire behind a fenced write = %v, want ErrHeld", err)
+	}
+	if err := writer.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := readOnly.TryAcquire(ctx, "res:db-new", "node-b", time.Minute); !errors.Is(err, lockmgr.ErrUnavailable) {
+		t.Errorf("TryAcquire on a read-only database = %v, want ErrUnavailable", err)
+	}
+	if _, err := readOnly.TryAcquire(ctx, "res:db-expired", "node-b", time.Minute); !errors.Is(err, lockmgr.ErrUnavailable) {
+		t.Errorf("takeover on a read-only database = %v, want ErrUnavailable", err)
+	}
+	if _, err := readOnly.Renew(ctx, "res:db", l.ID, time.Minute); !errors.Is(err, lockmgr.ErrUnavailable) {
+		t.Errorf("Renew on a read-only database = %v, want ErrUnavailable", err)
+	}
+	if err := readOnly.Release(ctx, "res:db", l.ID); !errors.Is(err, lockmgr.ErrUnavailable) {
+		t.Errorf("Release on a read-only database = %v, want ErrUnavailable", err)
+	}
+	if s, err := readOnly.Get(ctx, "res:db"); err != nil || !s.Held || !s.ExpiresAt.Equal(l.ExpiresAt) || s.Token != l.Token {
+		t.Fatalf("res:db after the failed calls: %+v, %v; want it as granted", s, err)
+	}
+	if _, err := m.Get(ctx, "res:db-new"); !errors.Is(err, lockmgr.ErrNotFound) {
+		t.Fatalf("res:db-new: %v; want never granted", err)
+	}
+}

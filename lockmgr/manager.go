@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockbank/lockbank/internal/pgerr"
 )
 
 // Options configure a Manager.
@@ -53,8 +54,10 @@ func (m *Manager) Close() { m.listener.close() }
 // live one, taking over a lease that has run out or been released. It never
 // waits, and it does not queue behind this Manager's Acquire calls. One round
 // trip; when the lock is held it writes nothing. Errors: ErrHeld (as
-// *HeldError), ErrInvalid, and a plain "try again" error when the lease row
-// was deleted under every pass of the try (Prune with a retention near zero;
+// *HeldError; also when a fenced write kept the lease's row locked past
+// lock_timeout), ErrInvalid, the database failures ErrBusy, ErrUnavailable,
+// ErrOutcomeUnknown, and a plain "try again" error when the lease row was
+// deleted under every pass of the try (Prune with a retention near zero;
 // Acquire then asks again by itself).
 func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
 	return m.tryAcquire(ctx, resource, holder, "", ttl)
@@ -77,8 +80,8 @@ func (m *Manager) tryAcquire(ctx context.Context, resource, holder, owner string
 		return l, nil
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, errRowVanished)
-	case !lockNotAvailable(err):
-		return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
+	case !pgerr.LockNotAvailable(err):
+		return nil, dbError("acquire", resource, err, true)
 	}
 	// A fenced writer holds the lease row (CheckFence) longer than the
 	// session's lock_timeout: the lease is in use; say who has it, with no
@@ -86,7 +89,7 @@ func (m *Manager) tryAcquire(ctx context.Context, resource, holder, owner string
 	rows, _ = m.pool.Query(ctx, sqlHolder, resource)
 	s, err := pgx.CollectExactlyOneRow(rows, scanStatus)
 	if err != nil {
-		return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, err)
+		return nil, dbError("acquire", resource, err, false)
 	}
 	return nil, &HeldError{Resource: resource, Holder: s.Holder, ExpiresAt: s.ExpiresAt, Remaining: s.Remaining}
 }
@@ -99,7 +102,7 @@ func (m *Manager) tryAcquire(ctx context.Context, resource, holder, owner string
 // database's clock (plus a little jitter, so waiters do not stampede), so it
 // never polls on a fixed interval and never depends on a notification
 // arriving. Errors: ErrInvalid, ctx.Err() (wrapping the last *HeldError's
-// news).
+// news), and TryAcquire's database failures.
 func (m *Manager) Acquire(ctx context.Context, resource, holder string, ttl time.Duration) (*Lease, error) {
 	return m.acquire(ctx, resource, holder, "", ttl)
 }
@@ -174,7 +177,9 @@ func (m *Manager) acquire(ctx context.Context, resource, holder, owner string, t
 
 // Renew extends the caller's live lease to ttl from now, keeping its token.
 // It renews only leases granted with no owner (see As). Errors: ErrLeaseLost
-// (ran out, released, or never ours), ErrInvalid.
+// (ran out, released, or never ours), ErrInvalid, and the database failures
+// ErrBusy (a fenced write holds the lease's row), ErrUnavailable,
+// ErrOutcomeUnknown.
 func (m *Manager) Renew(ctx context.Context, resource, leaseID string, ttl time.Duration) (*Lease, error) {
 	return m.renew(ctx, resource, leaseID, "", ttl)
 }
@@ -194,7 +199,7 @@ func (m *Manager) renew(ctx context.Context, resource, leaseID, owner string, tt
 		return nil, ErrLeaseLost
 	}
 	if err != nil {
-		return nil, fmt.Errorf("lockmgr: renew %s: %w", resource, err)
+		return nil, dbError("renew", resource, err, true)
 	}
 	l.Owner = owner
 	l.deadline = start.Add(ttl - m.margin(ttl))
@@ -205,7 +210,9 @@ func (m *Manager) renew(ctx context.Context, resource, leaseID, owner string, tt
 // still the newest grant but already ran out or was released succeeds, so
 // releasing twice is harmless. It releases only leases granted with no owner
 // (see As). Errors: ErrNotHolder (an older grant, or an id never issued for
-// resource — a newer holder's lease is never touched).
+// resource — a newer holder's lease is never touched), and the database
+// failures ErrBusy (a fenced write holds the lease's row), ErrUnavailable,
+// ErrOutcomeUnknown.
 func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
 	return m.release(ctx, resource, leaseID, "")
 }
@@ -224,7 +231,7 @@ func (m *Manager) release(ctx context.Context, resource, leaseID, owner string) 
 		return ErrNotHolder
 	}
 	if err != nil {
-		return fmt.Errorf("lockmgr: release %s: %w", resource, err)
+		return dbError("release", resource, err, true)
 	}
 	// Hand on to the next caller in this Manager's line at once, without
 	// waiting for our own notification (if any was sent).
@@ -232,7 +239,8 @@ func (m *Manager) release(ctx context.Context, resource, leaseID, owner string) 
 	return nil
 }
 
-// Get describes resource's newest grant. Errors: ErrNotFound.
+// Get describes resource's newest grant. Errors: ErrNotFound, ErrBusy,
+// ErrUnavailable.
 func (m *Manager) Get(ctx context.Context, resource string) (Status, error) {
 	rows, _ := m.pool.Query(ctx, sqlGet, resource)
 	s, err := pgx.CollectExactlyOneRow(rows, scanStatus)
@@ -240,17 +248,18 @@ func (m *Manager) Get(ctx context.Context, resource string) (Status, error) {
 		return Status{}, ErrNotFound
 	}
 	if err != nil {
-		return Status{}, fmt.Errorf("lockmgr: get %s: %w", resource, err)
+		return Status{}, dbError("get", resource, err, false)
 	}
 	return s, nil
 }
 
-// List returns up to limit live leases, by resource name.
+// List returns up to limit live leases, by resource name. Errors: ErrBusy,
+// ErrUnavailable.
 func (m *Manager) List(ctx context.Context, limit int) ([]Status, error) {
 	rows, _ := m.pool.Query(ctx, sqlListLive, limit)
 	statuses, err := pgx.CollectRows(rows, scanStatus)
 	if err != nil {
-		return nil, fmt.Errorf("lockmgr: list: %w", err)
+		return nil, dbError("list", "", err, false)
 	}
 	return statuses, nil
 }
@@ -282,11 +291,4 @@ func ValidLeaseID(s string) bool {
 		}
 	}
 	return true
-}
-
-// lockNotAvailable reports whether PostgreSQL gave up waiting for a row lock
-// (lock_timeout).
-func lockNotAvailable(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }

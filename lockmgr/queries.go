@@ -1,19 +1,24 @@
 package lockmgr
 
 // Every statement of the package, with the lock it takes and why. Time is
-// always the database's: now() for grants (the statement's start, so a grant
-// that waited gets a shorter lease, never a longer one), clock_timestamp() to
-// judge whether a lease is live at the instant a write is fenced.
+// always the database's: a grant is stamped clock_timestamp() once it holds
+// the lease's row (after any wait for it, so no lease is born expired), and
+// judges whether the old lease ran out by now(), its statement's start, so
+// that it never takes over early; clock_timestamp() also judges whether a
+// lease is live at the instant a write is fenced or a renewal is made.
 
 const leaseColumns = `resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms`
 
 // Grants a lease in one round trip (function lockmgr_try_acquire, migrations
-// 00003 and 00006, which records the owner, $5, NULL for none): takes over a lease that has run out or been released, makes the
-// first grant of a new resource, or reports the holder. Taking over locks
-// the row, so two takeovers serialize and the loser reports the winner; the
-// token is drawn after any wait for that lock, so it is above every token
-// granted before. Reporting a holder only reads: no transaction id, no
-// token, no WAL flush, however often waiters ask.
+// 00003 to 00006; $5 is the owner, NULL for none): takes over a lease that has
+// run out or been released, makes the first grant of a new resource, or
+// reports the holder. Taking over locks the row (FOR UPDATE), so two
+// takeovers serialize and the loser reports the winner, and a takeover waits
+// for a fenced writer's FOR SHARE; the token is drawn and the grant stamped
+// after any wait for that lock, so the token is above every token granted
+// before and the lease lasts its whole TTL from its grant. Reporting a holder
+// only reads: no transaction id, no token, no WAL flush, however often
+// waiters ask.
 const sqlTryAcquire = `
 SELECT granted, ` + leaseColumns + `, db_now
 FROM lockmgr_try_acquire($1, $2, $3, $4, $5)`

@@ -23,7 +23,7 @@ CREATE INDEX idempotency_keys_created_at_idx ON idempotency_keys (created_at);
 CREATE INDEX lease_grants_granted_at_idx ON lease_grants (granted_at);
 
 -- Rows of leases are now pruned (lockmgr's Manager.Prune), so a grant may
--- find the row it waited for gone. lockmgr_try_acquire (migration 00003)
+-- find the row it waited for gone. lockmgr_try_acquire (migrations 00003 and 00004)
 -- drew a first grant's token before the INSERT's wait for a conflicting row;
 -- here it draws it after, so the token is still above every token granted
 -- before (invariant 4). Only the first-grant branch differs.
@@ -35,6 +35,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     l leases%ROWTYPE;
+    v_granted_at timestamptz;
 BEGIN
     FOR attempt IN 1..3 LOOP
         SELECT * INTO l FROM leases WHERE leases.resource = p_resource;
@@ -43,12 +44,20 @@ BEGIN
                                 l.acquired_at, l.expires_at, l.ttl_ms, clock_timestamp();
             RETURN;
         ELSIF FOUND THEN
-            UPDATE leases
-            SET holder = p_holder, token = nextval('fencing_tokens'), lease_id = p_lease_id,
-                acquired_at = now(), expires_at = now() + p_ttl_ms * interval '1 millisecond',
-                ttl_ms = p_ttl_ms
+            -- Lock the row first: the wait for a fenced writer (or a rival
+            -- takeover) happens here, and the grant is stamped after it.
+            PERFORM 1 FROM leases
             WHERE leases.resource = p_resource AND leases.expires_at <= now()
-            RETURNING * INTO l;
+            FOR UPDATE;
+            IF FOUND THEN
+                v_granted_at := clock_timestamp();
+                UPDATE leases
+                SET holder = p_holder, token = nextval('fencing_tokens'), lease_id = p_lease_id,
+                    acquired_at = v_granted_at, expires_at = v_granted_at + p_ttl_ms * interval '1 millisecond',
+                    ttl_ms = p_ttl_ms
+                WHERE leases.resource = p_resource AND leases.expires_at <= now()
+                RETURNING * INTO l;
+            END IF;
         ELSE
             -- ON CONFLICT DO NOTHING: a concurrent first grant won; its row is
             -- read on the next pass. The row goes in without its token, which
@@ -60,9 +69,10 @@ BEGIN
             -- resource's key, no other grant of it can commit. nextval is
             -- only reached when there was no row, so tokens are not burnt
             -- by every held try.
+            v_granted_at := clock_timestamp();
             INSERT INTO leases (resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms)
             VALUES (p_resource, p_holder, 0, p_lease_id,
-                    now(), now() + p_ttl_ms * interval '1 millisecond', p_ttl_ms)
+                    v_granted_at, v_granted_at + p_ttl_ms * interval '1 millisecond', p_ttl_ms)
             ON CONFLICT (resource) DO NOTHING
             RETURNING * INTO l;
             IF FOUND THEN
@@ -95,7 +105,7 @@ DROP INDEX ledger_entries_idempotency_key_idx;
 ALTER TABLE ledger_entries ADD CONSTRAINT ledger_entries_account_id_idempotency_key_key
     UNIQUE (account_id, idempotency_key);
 
--- lockmgr_try_acquire as migration 00003 made it.
+-- lockmgr_try_acquire as migration 00004 made it.
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION lockmgr_try_acquire(p_resource text, p_holder text, p_lease_id uuid, p_ttl_ms bigint)
 RETURNS TABLE (granted boolean, resource text, holder text, token bigint, lease_id uuid,
@@ -104,6 +114,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     l leases%ROWTYPE;
+    v_granted_at timestamptz;
 BEGIN
     FOR attempt IN 1..3 LOOP
         SELECT * INTO l FROM leases WHERE leases.resource = p_resource;
@@ -112,19 +123,28 @@ BEGIN
                                 l.acquired_at, l.expires_at, l.ttl_ms, clock_timestamp();
             RETURN;
         ELSIF FOUND THEN
-            UPDATE leases
-            SET holder = p_holder, token = nextval('fencing_tokens'), lease_id = p_lease_id,
-                acquired_at = now(), expires_at = now() + p_ttl_ms * interval '1 millisecond',
-                ttl_ms = p_ttl_ms
+            -- Lock the row first: the wait for a fenced writer (or a rival
+            -- takeover) happens here, and the grant is stamped after it.
+            PERFORM 1 FROM leases
             WHERE leases.resource = p_resource AND leases.expires_at <= now()
-            RETURNING * INTO l;
+            FOR UPDATE;
+            IF FOUND THEN
+                v_granted_at := clock_timestamp();
+                UPDATE leases
+                SET holder = p_holder, token = nextval('fencing_tokens'), lease_id = p_lease_id,
+                    acquired_at = v_granted_at, expires_at = v_granted_at + p_ttl_ms * interval '1 millisecond',
+                    ttl_ms = p_ttl_ms
+                WHERE leases.resource = p_resource AND leases.expires_at <= now()
+                RETURNING * INTO l;
+            END IF;
         ELSE
             -- ON CONFLICT DO NOTHING: a concurrent first grant won; its row is
             -- read on the next pass. nextval is only reached when there was
             -- no row, so tokens are not burnt by every held try.
+            v_granted_at := clock_timestamp();
             INSERT INTO leases (resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms)
             VALUES (p_resource, p_holder, nextval('fencing_tokens'), p_lease_id,
-                    now(), now() + p_ttl_ms * interval '1 millisecond', p_ttl_ms)
+                    v_granted_at, v_granted_at + p_ttl_ms * interval '1 millisecond', p_ttl_ms)
             ON CONFLICT (resource) DO NOTHING
             RETURNING * INTO l;
         END IF;

@@ -45,6 +45,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     l leases%ROWTYPE;
+    v_granted_at timestamptz;
 BEGIN
     FOR attempt IN 1..3 LOOP
         SELECT * INTO l FROM leases WHERE leases.resource = p_resource;
@@ -53,12 +54,20 @@ BEGIN
                                 l.acquired_at, l.expires_at, l.ttl_ms, clock_timestamp();
             RETURN;
         ELSIF FOUND THEN
-            UPDATE leases
-            SET holder = p_holder, token = nextval('fencing_tokens'), lease_id = p_lease_id,
-                acquired_at = now(), expires_at = now() + p_ttl_ms * interval '1 millisecond',
-                ttl_ms = p_ttl_ms, owner = p_owner
+            -- Lock the row first: the wait for a fenced writer (or a rival
+            -- takeover) happens here, and the grant is stamped after it.
+            PERFORM 1 FROM leases
             WHERE leases.resource = p_resource AND leases.expires_at <= now()
-            RETURNING * INTO l;
+            FOR UPDATE;
+            IF FOUND THEN
+                v_granted_at := clock_timestamp();
+                UPDATE leases
+                SET holder = p_holder, token = nextval('fencing_tokens'), lease_id = p_lease_id,
+                    acquired_at = v_granted_at, expires_at = v_granted_at + p_ttl_ms * interval '1 millisecond',
+                    ttl_ms = p_ttl_ms, owner = p_owner
+                WHERE leases.resource = p_resource AND leases.expires_at <= now()
+                RETURNING * INTO l;
+            END IF;
         ELSE
             -- ON CONFLICT DO NOTHING: a concurrent first grant won; its row is
             -- read on the next pass. The row goes in without its token, which
@@ -70,9 +79,10 @@ BEGIN
             -- resource's key, no other grant of it can commit. nextval is
             -- only reached when there was no row, so tokens are not burnt
             -- by every held try.
+            v_granted_at := clock_timestamp();
             INSERT INTO leases (resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms, owner)
             VALUES (p_resource, p_holder, 0, p_lease_id,
-                    now(), now() + p_ttl_ms * interval '1 millisecond', p_ttl_ms, p_owner)
+                    v_granted_at, v_granted_at + p_ttl_ms * interval '1 millisecond', p_ttl_ms, p_owner)
             ON CONFLICT (resource) DO NOTHING
             RETURNING * INTO l;
             IF FOUND THEN
@@ -116,6 +126,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     l leases%ROWTYPE;
+    v_granted_at timestamptz;
 BEGIN
     FOR attempt IN 1..3 LOOP
         SELECT * INTO l FROM leases WHERE leases.resource = p_resource;
@@ -124,12 +135,20 @@ BEGIN
                                 l.acquired_at, l.expires_at, l.ttl_ms, clock_timestamp();
             RETURN;
         ELSIF FOUND THEN
-            UPDATE leases
-            SET holder = p_holder, token = nextval('fencing_tokens'), lease_id = p_lease_id,
-                acquired_at = now(), expires_at = now() + p_ttl_ms * interval '1 millisecond',
-                ttl_ms = p_ttl_ms
+            -- Lock the row first: the wait for a fenced writer (or a rival
+            -- takeover) happens here, and the grant is stamped after it.
+            PERFORM 1 FROM leases
             WHERE leases.resource = p_resource AND leases.expires_at <= now()
-            RETURNING * INTO l;
+            FOR UPDATE;
+            IF FOUND THEN
+                v_granted_at := clock_timestamp();
+                UPDATE leases
+                SET holder = p_holder, token = nextval('fencing_tokens'), lease_id = p_lease_id,
+                    acquired_at = v_granted_at, expires_at = v_granted_at + p_ttl_ms * interval '1 millisecond',
+                    ttl_ms = p_ttl_ms
+                WHERE leases.resource = p_resource AND leases.expires_at <= now()
+                RETURNING * INTO l;
+            END IF;
         ELSE
             -- ON CONFLICT DO NOTHING: a concurrent first grant won; its row is
             -- read on the next pass. The row goes in without its token, which
@@ -141,9 +160,10 @@ BEGIN
             -- resource's key, no other grant of it can commit. nextval is
             -- only reached when there was no row, so tokens are not burnt
             -- by every held try.
+            v_granted_at := clock_timestamp();
             INSERT INTO leases (resource, holder, token, lease_id, acquired_at, expires_at, ttl_ms)
             VALUES (p_resource, p_holder, 0, p_lease_id,
-                    now(), now() + p_ttl_ms * interval '1 millisecond', p_ttl_ms)
+                    v_granted_at, v_granted_at + p_ttl_ms * interval '1 millisecond', p_ttl_ms)
             ON CONFLICT (resource) DO NOTHING
             RETURNING * INTO l;
             IF FOUND THEN

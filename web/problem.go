@@ -92,18 +92,17 @@ func newProblem(code, detail string) problem {
 }
 
 // writeError turns any error into problem+json: refusals (*account.Error)
-// keep their code and message; anything else is logged with its detail and
-// shown only as "internal", so SQL and stack details never leak.
+// keep their code and message; the database's failures become 503s that say
+// whether anything may have changed; anything else is logged with its
+// detail and shown only as "internal", so SQL and stack details never leak.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		refusal *account.Error
 		held    *lockmgr.HeldError
 	)
+	log := loggerFrom(r.Context())
 	switch {
 	case errors.As(err, &refusal):
-		if refusal.Code == account.CodeLockTimeout {
-			w.Header().Set("Retry-After", "1")
-		}
 		writeProblem(w, newProblem(refusal.Code, refusal.Message))
 	case errors.As(err, &held):
 		p := newProblem(codeLockHeld, held.Error())
@@ -114,20 +113,32 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeProblem(w, newProblem(lockCode(err), strings.TrimPrefix(err.Error(), "lockmgr: ")))
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads this answer.
-		loggerFrom(r.Context()).Info("request canceled by client", "err", err)
+		log.Info("request canceled by client", "err", err)
 		writeProblem(w, newProblem(codeInternal, "request canceled"))
 	case errors.Is(err, account.ErrOutcomeUnknown):
-		loggerFrom(r.Context()).Warn("commit outcome unknown", "err", err)
-		w.Header().Set("Retry-After", "1")
+		log.Warn("commit outcome unknown", "err", err)
 		writeProblem(w, newProblem(codeOutcomeUnknown, "the connection to the database failed during the commit: the change may or may not have been made; retry with the same Idempotency-Key to find out (it is never applied twice)"))
+	// An account error may wrap a lockmgr one (a lease withdrawal's grant):
+	// the account's verdict on its change comes first.
 	case account.IsUnavailable(err):
-		loggerFrom(r.Context()).Warn("database unavailable", "err", err)
-		w.Header().Set("Retry-After", "1")
-		writeProblem(w, newProblem(codeDatabaseUnavailable, "the database cannot be reached; retry shortly"))
+		writeUnavailable(w, r, err)
+	case errors.Is(err, lockmgr.ErrOutcomeUnknown):
+		log.Warn("lock call outcome unknown", "err", err)
+		writeProblem(w, newProblem(codeOutcomeUnknown, "the connection to the database failed while the call ran: it may or may not have taken effect; renewing and releasing again are safe, and a grant whose answer was lost runs out by its TTL"))
+	case errors.Is(err, lockmgr.ErrBusy):
+		log.Warn("lease row busy", "err", err)
+		writeProblem(w, newProblem(account.CodeLockTimeout, "the lock's row stayed locked by a fenced write longer than this node waits (lock_timeout); nothing was changed; retry shortly"))
+	case errors.Is(err, lockmgr.ErrUnavailable):
+		writeUnavailable(w, r, err)
 	default:
-		loggerFrom(r.Context()).Error("internal error", "err", err)
+		log.Error("internal error", "err", err)
 		writeProblem(w, newProblem(codeInternal, "an internal error occurred; see the server log for request "+requestIDFrom(r.Context())))
 	}
+}
+
+func writeUnavailable(w http.ResponseWriter, r *http.Request, err error) {
+	loggerFrom(r.Context()).Warn("database unavailable", "err", err)
+	writeProblem(w, newProblem(codeDatabaseUnavailable, "the database cannot serve this request now (unreachable, out of connections, read-only, shutting down, or too slow); nothing was changed; retry shortly"))
 }
 
 // lockCode maps lockmgr's error vocabulary to problem codes.
@@ -145,7 +156,11 @@ func lockCode(err error) string {
 	return ""
 }
 
+// writeProblem writes p. Every 503 means "try again": it says when.
 func writeProblem(w http.ResponseWriter, p problem) {
+	if p.Status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1")
+	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(p.Status)
 	_ = jsonEncode(w, p)

@@ -33,13 +33,20 @@ type bundle struct {
 func setup(t *testing.T, opts account.Options) bundle {
 	t.Helper()
 	pool := pgtest.New(t)
+	return serve(t, opts, pool, pool)
+}
+
+// serve serves the real handler over a real socket on pool; b.pool is admin,
+// the test's own way into the same database.
+func serve(t *testing.T, opts account.Options, pool, admin *pgxpool.Pool) bundle {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(locks.Close)
 	opts.Locks = locks
 	srv := httptest.NewServer(web.NewServer(logger, "node-t", account.NewService(pool, opts), locks, nil, pool.Ping))
 	t.Cleanup(srv.Close)
-	return bundle{pool: pool, url: srv.URL}
+	return bundle{pool: admin, url: srv.URL}
 }
 
 type response struct {

@@ -196,6 +196,19 @@ func (s *Server) Kill(ctx context.Context) error {
 	return nil
 }
 
+// BeginSmartShutdown asks the server to stop once its open sessions have
+// ended ("smart" mode) and returns at once. Until then the server refuses new
+// connections with SQLSTATE 57P03 (cannot_connect_now), as a server that is
+// shutting down or starting up does; fault tests use that. Stop or Kill
+// finishes the shutdown.
+func (s *Server) BeginSmartShutdown(ctx context.Context) error {
+	out, err := s.command(ctx, "pg_ctl", "stop", "-D", s.dataDir, "-m", "smart", "-W").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pglocal: pg_ctl stop -m smart: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 func (s *Server) passwordFile() string { return filepath.Join(s.dataDir, "lockbank-password") }
 func (s *Server) logFile() string      { return filepath.Join(s.dataDir, "lockbank-server.log") }
 
