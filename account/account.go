@@ -96,7 +96,7 @@ type Service struct {
 // NewService returns a Service on pool, whose database must be migrated.
 func NewService(pool *pgxpool.Pool, opts Options) *Service {
 	s := &Service{pool: pool, unsafeDemo: opts.UnsafeDemo, locks: opts.Locks, node: opts.Node,
-		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, combine: combiner{queues: map[queueKey][]*change{}}}
+		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, combine: combiner{queues: map[queueKey][]*pending{}}}
 	if s.leaseTTL == 0 {
 		s.leaseTTL = 5 * time.Second
 	}

@@ -76,7 +76,7 @@ func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 	if err := s.validate(c); err != nil {
 		return Result{}, err
 	}
-	return s.change(ctx, KindDeposit, c)
+	return s.route(ctx, KindDeposit, c)
 }
 
 // Withdraw takes c.Amount out of the account with c.Strategy.
@@ -95,18 +95,18 @@ func (s *Service) Withdraw(ctx context.Context, c Change) (Result, error) {
 	if c.Strategy == StrategyLease || c.Strategy == StrategyLeaseNoFence {
 		return s.withdrawLeased(ctx, c)
 	}
-	return s.change(ctx, KindWithdrawal, c)
+	return s.route(ctx, KindWithdrawal, c)
 }
 
-// change applies a row-strategy change through the account's queue, where it
+// route sends a row-strategy change through the account's queue, where it
 // shares a transaction with the changes queued beside it (combine.go). The
 // demonstrations go alone: a hold inside a shared transaction would stall
 // every change queued behind it, and unsafe must race, not queue.
-func (s *Service) change(ctx context.Context, kind string, c Change) (Result, error) {
+func (s *Service) route(ctx context.Context, kind string, c Change) (Result, error) {
 	if c.Strategy != StrategyRow || c.Hold > 0 {
 		return s.apply(ctx, kind, c)
 	}
-	return s.submit(&change{ctx: ctx, kind: kind, c: c, hash: requestHash(kind, c)})
+	return s.submit(&pending{ctx: ctx, kind: kind, change: c, hash: requestHash(kind, c)})
 }
 
 func (s *Service) validate(c Change) error {

@@ -42,16 +42,19 @@ const maxBatch = 64
 // it give no deadline of their own; lock_timeout bounds its wait for the row.
 const batchTimeout = 30 * time.Second
 
-// change is one queued deposit or withdrawal and the channel its outcome is
-// delivered on.
-type change struct {
-	ctx  context.Context
-	kind string
-	c    Change
-	hash string
-	done chan outcome
+// pending is a Change waiting in its account's queue for a transaction: the
+// Change, what kind it is, the hash of the request (for its idempotency
+// record), its client's context, and the channel its outcome is delivered
+// on.
+type pending struct {
+	ctx    context.Context
+	kind   string
+	change Change
+	hash   string
+	done   chan outcome
 }
 
+// outcome is what one pending change comes to: its Result, or its error.
 type outcome struct {
 	res Result
 	err error
@@ -62,11 +65,11 @@ type outcome struct {
 // applying its own change, then a worker that drains what queued behind it.
 type combiner struct {
 	mu     sync.Mutex
-	queues map[queueKey][]*change
+	queues map[queueKey][]*pending
 
 	// beforeApply, when set (by tests only), runs before every batch is
 	// applied: the place to inject a panic.
-	beforeApply func(batch []*change)
+	beforeApply func(batch []*pending)
 }
 
 // queueKey separates an account's row changes from its lease withdrawals:
@@ -76,21 +79,21 @@ type queueKey struct {
 	strategy Strategy
 }
 
-// submit queues ch and waits for its outcome or for ch.ctx to end. A change
+// submit queues p and waits for its outcome or for p.ctx to end. A change
 // that was already taken into a transaction when its context ended is
 // waited for: it may commit, and its caller must not be told it did not.
-func (s *Service) submit(ch *change) (Result, error) {
-	ch.done = make(chan outcome, 1)
-	id := queueKey{ch.c.AccountID, ch.c.Strategy}
+func (s *Service) submit(p *pending) (Result, error) {
+	p.done = make(chan outcome, 1)
+	id := queueKey{p.change.AccountID, p.change.Strategy}
 	s.combine.mu.Lock()
 	q, busy := s.combine.queues[id]
 	if !busy {
-		// Nobody is working on this account: apply ch at once, on this
+		// Nobody is working on this account: apply p at once, on this
 		// goroutine (no hand-off to pay for the common, uncontended case),
 		// and leave whatever queued meanwhile to a worker.
 		s.combine.queues[id] = nil
 		s.combine.mu.Unlock()
-		out := s.applyBatch([]*change{ch})[0]
+		out := s.applyBatch([]*pending{p})[0]
 		s.combine.mu.Lock()
 		if len(s.combine.queues[id]) == 0 {
 			delete(s.combine.queues, id)
@@ -100,25 +103,25 @@ func (s *Service) submit(ch *change) (Result, error) {
 		s.combine.mu.Unlock()
 		return out.res, out.err
 	}
-	s.combine.queues[id] = append(q, ch)
+	s.combine.queues[id] = append(q, p)
 	s.combine.mu.Unlock()
 
 	select {
-	case out := <-ch.done:
+	case out := <-p.done:
 		return out.res, out.err
-	case <-ch.ctx.Done():
+	case <-p.ctx.Done():
 	}
 	s.combine.mu.Lock()
 	q = s.combine.queues[id]
-	i := slices.Index(q, ch)
+	i := slices.Index(q, p)
 	if i >= 0 {
 		s.combine.queues[id] = slices.Delete(q, i, i+1)
 	}
 	s.combine.mu.Unlock()
 	if i >= 0 {
-		return Result{}, ch.ctx.Err() // never started: nothing happened
+		return Result{}, p.ctx.Err() // never started: nothing happened
 	}
-	out := <-ch.done
+	out := <-p.done
 	return out.res, out.err
 }
 
@@ -137,8 +140,8 @@ func (s *Service) drain(id queueKey) {
 		s.combine.mu.Unlock()
 
 		outs := s.applyBatch(batch)
-		for i, ch := range batch {
-			ch.done <- outs[i]
+		for i, p := range batch {
+			p.done <- outs[i]
 		}
 	}
 }
@@ -146,18 +149,18 @@ func (s *Service) drain(id queueKey) {
 // takeBatch takes up to maxBatch changes in arrival order. A change whose
 // idempotency key is already in the batch stays queued for the next one, so
 // that it replays the first one's outcome instead of racing it.
-func takeBatch(queue []*change) (batch, rest []*change) {
+func takeBatch(queue []*pending) (batch, rest []*pending) {
 	keys := map[string]bool{}
-	for _, ch := range queue {
-		k := ch.c.IdempotencyKey
+	for _, p := range queue {
+		k := p.change.IdempotencyKey
 		if len(batch) == maxBatch || (k != "" && keys[k]) {
-			rest = append(rest, ch)
+			rest = append(rest, p)
 			continue
 		}
 		if k != "" {
 			keys[k] = true
 		}
-		batch = append(batch, ch)
+		batch = append(batch, p)
 	}
 	return batch, rest
 }
@@ -173,11 +176,11 @@ func takeBatch(queue []*change) (batch, rest []*change) {
 // the changes behind it and the account itself keep working. Unrecovered, it
 // would leave the queue marked busy with no worker, and the account stuck on
 // this node until a restart.
-func (s *Service) applyBatch(batch []*change) (outs []outcome) {
+func (s *Service) applyBatch(batch []*pending) (outs []outcome) {
 	defer func() {
 		if v := recover(); v != nil {
 			err := fmt.Errorf("%w: applying a batch of %d changes to account %d panicked: %v\n%s",
-				ErrOutcomeUnknown, len(batch), batch[0].c.AccountID, v, debug.Stack())
+				ErrOutcomeUnknown, len(batch), batch[0].change.AccountID, v, debug.Stack())
 			outs = make([]outcome, len(batch))
 			for i := range outs {
 				outs[i] = outcome{err: err}
@@ -189,7 +192,7 @@ func (s *Service) applyBatch(batch []*change) (outs []outcome) {
 	}
 	ctx, cancel := batchContext(batch)
 	defer cancel()
-	if batch[0].c.Strategy == StrategyLease {
+	if batch[0].change.Strategy == StrategyLease {
 		return s.applyLeased(ctx, batch)
 	}
 	if len(batch) == 1 {
@@ -229,17 +232,17 @@ func (s *Service) applyBatch(batch []*change) (outs []outcome) {
 // other failures are answered at once: a lock wait that ran out, or a
 // database that cannot serve the statement (read-only, cancelled, no
 // session), would fail the batch path too.
-func (s *Service) applyLone(ctx context.Context, ch *change) (out outcome, done bool) {
-	c := ch.c
+func (s *Service) applyLone(ctx context.Context, p *pending) (out outcome, done bool) {
+	c := p.change
 	if c.FenceToken != 0 {
 		return outcome{}, false
 	}
 	delta := c.Amount
-	if ch.kind == KindWithdrawal {
+	if p.kind == KindWithdrawal {
 		delta = -c.Amount
 	}
-	rows, _ := s.pool.Query(ctx, sqlApplyLone, c.AccountID, delta, ch.kind, c.Amount, string(c.Strategy),
-		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, ch.hash)))
+	rows, _ := s.pool.Query(ctx, sqlApplyLone, c.AccountID, delta, p.kind, c.Amount, string(c.Strategy),
+		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, p.hash)))
 	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
 	var pgErr *pgconn.PgError
 	switch class := pgerr.Classify(err); {
@@ -248,9 +251,9 @@ func (s *Service) applyLone(ctx context.Context, ch *change) (out outcome, done 
 	case errors.Is(err, pgx.ErrNoRows):
 		return outcome{}, false
 	case class == pgerr.Unavailable, pgerr.LockNotAvailable(err):
-		return outcome{err: wrap(ch.kind, err)}, true // not run, or failed: nothing happened
+		return outcome{err: wrap(p.kind, err)}, true // not run, or failed: nothing happened
 	case class == pgerr.SessionLost, !errors.As(err, &pgErr):
-		return outcome{err: wrap(ch.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
+		return outcome{err: wrap(p.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
 	}
 	return outcome{}, false
 }
@@ -258,19 +261,19 @@ func (s *Service) applyLone(ctx context.Context, ch *change) (out outcome, done 
 // batchContext bounds a batch's work. The transaction outlives any one
 // client: it ends when the last of them would have given up, or after
 // batchTimeout.
-func batchContext(batch []*change) (context.Context, context.CancelFunc) {
+func batchContext(batch []*pending) (context.Context, context.CancelFunc) {
 	deadline := time.Now().Add(batchTimeout)
-	for _, ch := range batch {
-		if d, ok := ch.ctx.Deadline(); ok && d.After(deadline) {
+	for _, p := range batch {
+		if d, ok := p.ctx.Deadline(); ok && d.After(deadline) {
 			deadline = d
 		}
 	}
 	return context.WithDeadline(context.Background(), deadline)
 }
 
-func failAll(outs []outcome, batch []*change, err error) {
-	for i, ch := range batch {
-		outs[i] = outcome{err: wrap(ch.kind, err)}
+func failAll(outs []outcome, batch []*pending, err error) {
+	for i, p := range batch {
+		outs[i] = outcome{err: wrap(p.kind, err)}
 	}
 }
 
@@ -287,7 +290,7 @@ type batchPlan struct {
 	balance, delta int64
 	maxToken       int64
 	planned        []plannedEntry
-	refusals       []*change
+	refusals       []*pending
 	// lease, for a lease batch: its token goes on every entry.
 	lease *lockmgr.Lease
 }
@@ -302,7 +305,7 @@ type batchPlan struct {
 // lock, the lease's fence is checked in the transaction (errLeaseRefused
 // when it refuses the lease), and the write lands only if the balance is
 // still the one read (else errBalanceMoved).
-func (s *Service) runBatch(ctx context.Context, batch []*change, outs []outcome, lease *lockmgr.Lease) error {
+func (s *Service) runBatch(ctx context.Context, batch []*pending, outs []outcome, lease *lockmgr.Lease) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -338,8 +341,10 @@ var errNothingToWrite = errors.New("nothing to write")
 // newer one was granted); the batch wrote nothing.
 var errLeaseRefused = errors.New("the fence refused the batch's lease")
 
-// errBalanceMoved: a writer without the lease (a row change) changed the
-// balance between a lease batch's read and its write.
+// errBalanceMoved: a writer without the lease (a row change or a deposit)
+// changed the balance between a lease write's read and its write — a lease
+// batch's or a lone lease withdrawal's — so the write wrote nothing; it reads
+// again while the lease lasts.
 var errBalanceMoved = errors.New("balance changed since it was read")
 
 // balanceMoved reports whether err is sqlApplyBatch's guard: the balance was
@@ -355,12 +360,12 @@ func balanceMoved(err error) bool {
 // change in order against the running balance. A nil plan means there is
 // nothing to write: the account does not exist (every outcome says so). A
 // lease the fence refuses is errLeaseRefused, and no outcome is set.
-func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []outcome, lease *lockmgr.Lease) (*batchPlan, error) {
-	id := batch[0].c.AccountID
+func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, outs []outcome, lease *lockmgr.Lease) (*batchPlan, error) {
+	id := batch[0].change.AccountID
 	var keys []string
-	for _, ch := range batch {
-		if ch.c.IdempotencyKey != "" {
-			keys = append(keys, ch.c.IdempotencyKey)
+	for _, p := range batch {
+		if p.change.IdempotencyKey != "" {
+			keys = append(keys, p.change.IdempotencyKey)
 		}
 	}
 	b := &pgx.Batch{}
@@ -409,8 +414,8 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []
 		plan.maxToken = lease.Token
 	}
 	fences := map[int64]error{}
-	for _, ch := range batch {
-		if t := ch.c.FenceToken; t != 0 && stored[ch.c.IdempotencyKey] == nil {
+	for _, p := range batch {
+		if t := p.change.FenceToken; t != 0 && stored[p.change.IdempotencyKey] == nil {
 			if _, done := fences[t]; !done {
 				fences[t] = lockmgr.CheckFence(ctx, conn, LeaseResource(id), t)
 				if refusal := fenceRefusal(fences[t], t); refusal != nil && !isRefusal(refusal) {
@@ -420,10 +425,10 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []
 		}
 	}
 
-	for i, ch := range batch {
-		c := ch.c
+	for i, p := range batch {
+		c := p.change
 		if prior := stored[c.IdempotencyKey]; c.IdempotencyKey != "" && prior != nil {
-			if prior.hash != ch.hash {
+			if prior.hash != p.hash {
 				outs[i].err = errorf(CodeIdempotencyKeyReused,
 					"Idempotency-Key %q was already used for a different request on this account", c.IdempotencyKey)
 				continue
@@ -439,14 +444,14 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []
 			outs[i].err = fenceRefusal(fences[c.FenceToken], c.FenceToken)
 			continue
 		}
-		if refusal := refuse(ch.kind, plan.balance+plan.delta, c.Amount); refusal != nil {
+		if refusal := refuse(p.kind, plan.balance+plan.delta, c.Amount); refusal != nil {
 			outs[i].err = refusal
 			if c.IdempotencyKey != "" {
-				plan.refusals = append(plan.refusals, ch)
+				plan.refusals = append(plan.refusals, p)
 			}
 			continue
 		}
-		if ch.kind == KindWithdrawal {
+		if p.kind == KindWithdrawal {
 			plan.delta -= c.Amount
 		} else {
 			plan.delta += c.Amount
@@ -461,8 +466,8 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, outs []
 // skips the rest of a pipeline after an error, COMMIT included, so a
 // statement's error is a certain failure; a lost connection is not, since
 // the COMMIT may have run.
-func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, plan *batchPlan, outs []outcome) error {
-	id := batch[0].c.AccountID
+func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, plan *batchPlan, outs []outcome) error {
+	id := batch[0].change.AccountID
 	b := &pgx.Batch{}
 	if len(plan.planned) > 0 {
 		n := len(plan.planned)
@@ -473,26 +478,26 @@ func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, plan *
 			tokens            = make([]*int64, n)
 			keys, hashes      = make([]*string, n), make([]*string, n)
 		)
-		for j, p := range plan.planned {
-			ch := batch[p.index]
-			ords[j], kinds[j], strategies[j] = int32(j), ch.kind, string(ch.c.Strategy)
-			amounts[j], afters[j] = ch.c.Amount, p.after
-			if t := ch.c.FenceToken; t != 0 {
+		for j, pe := range plan.planned {
+			p := batch[pe.index]
+			ords[j], kinds[j], strategies[j] = int32(j), p.kind, string(p.change.Strategy)
+			amounts[j], afters[j] = p.change.Amount, pe.after
+			if t := p.change.FenceToken; t != 0 {
 				tokens[j] = &t
 			}
 			if plan.lease != nil {
 				tokens[j] = &plan.lease.Token
 			}
-			keys[j], hashes[j] = nullable(ch.c.IdempotencyKey), nullable(hashIfKeyed(ch.c, ch.hash))
+			keys[j], hashes[j] = nullable(p.change.IdempotencyKey), nullable(hashIfKeyed(p.change, p.hash))
 		}
 		b.Queue(sqlApplyBatch, id, plan.balance, plan.delta, plan.maxToken, ords, kinds, amounts, afters, strategies, tokens, keys, hashes)
 	}
 	if len(plan.refusals) > 0 {
 		var keys, hashes, codes, messages []string
-		for _, ch := range plan.refusals {
+		for _, p := range plan.refusals {
 			var e *Error
-			errors.As(outs[slices.Index(batch, ch)].err, &e)
-			keys, hashes = append(keys, ch.c.IdempotencyKey), append(hashes, ch.hash)
+			errors.As(outs[slices.Index(batch, p)].err, &e)
+			keys, hashes = append(keys, p.change.IdempotencyKey), append(hashes, p.hash)
 			codes, messages = append(codes, e.Code), append(messages, e.Message)
 		}
 		b.Queue(sqlInsertRefusals, id, keys, hashes, codes, messages)
@@ -537,8 +542,8 @@ func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*change, plan *
 		return fmt.Errorf("%w: account %d: %d ledger entries written, want %d", ErrOutcomeUnknown, id, len(entries), len(plan.planned))
 	}
 	slices.SortFunc(entries, func(a, b Entry) int { return cmp.Compare(a.ID, b.ID) })
-	for j, p := range plan.planned {
-		outs[p.index].res.Entry = entries[j]
+	for j, pe := range plan.planned {
+		outs[pe.index].res.Entry = entries[j]
 	}
 	return nil
 }

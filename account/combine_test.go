@@ -42,11 +42,11 @@ func TestBatchDecidesEachChangeInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mk := func(kind string, c Change) *change {
+	mk := func(kind string, c Change) *pending {
 		c.AccountID, c.Strategy = a.ID, StrategyRow
-		return &change{ctx: ctx, kind: kind, c: c, hash: requestHash(kind, c)}
+		return &pending{ctx: ctx, kind: kind, change: c, hash: requestHash(kind, c)}
 	}
-	batch := []*change{
+	batch := []*pending{
 		mk(KindWithdrawal, Change{Amount: 60, IdempotencyKey: "k1"}), // 105 → 45
 		mk(KindWithdrawal, Change{Amount: 60, IdempotencyKey: "k2"}), // refused: 45 < 60, recorded
 		mk(KindDeposit, Change{Amount: 30}),                          // 45 → 75
@@ -107,26 +107,26 @@ func TestBatchDecidesEachChangeInOrder(t *testing.T) {
 // TestTakeBatchKeepsOneKeyPerBatch: a second change with a key already in the
 // batch waits for the next one, so it replays the first one's outcome.
 func TestTakeBatchKeepsOneKeyPerBatch(t *testing.T) {
-	var queue []*change
+	var queue []*pending
 	for i := range 3 * maxBatch {
 		key := ""
 		if i%2 == 0 {
 			key = "same"
 		}
-		queue = append(queue, &change{c: Change{IdempotencyKey: key, Amount: int64(i + 1)}})
+		queue = append(queue, &pending{change: Change{IdempotencyKey: key, Amount: int64(i + 1)}})
 	}
 	batch, rest := takeBatch(queue)
-	if len(batch) != maxBatch || batch[0].c.Amount != 1 || batch[1].c.Amount != 2 || batch[2].c.Amount != 4 {
-		t.Fatalf("batch of %d starting %d %d %d; want %d in order, the key once", len(batch), batch[0].c.Amount, batch[1].c.Amount, batch[2].c.Amount, maxBatch)
+	if len(batch) != maxBatch || batch[0].change.Amount != 1 || batch[1].change.Amount != 2 || batch[2].change.Amount != 4 {
+		t.Fatalf("batch of %d starting %d %d %d; want %d in order, the key once", len(batch), batch[0].change.Amount, batch[1].change.Amount, batch[2].change.Amount, maxBatch)
 	}
 	seen := 0
-	for _, ch := range batch {
-		if ch.c.IdempotencyKey == "same" {
+	for _, p := range batch {
+		if p.change.IdempotencyKey == "same" {
 			seen++
 		}
 	}
-	if seen != 1 || len(rest) != len(queue)-maxBatch || rest[0].c.Amount != 3 {
-		t.Fatalf("key in the batch %d times, %d left starting %d", seen, len(rest), rest[0].c.Amount)
+	if seen != 1 || len(rest) != len(queue)-maxBatch || rest[0].change.Amount != 3 {
+		t.Fatalf("key in the batch %d times, %d left starting %d", seen, len(rest), rest[0].change.Amount)
 	}
 }
 
@@ -314,7 +314,7 @@ func TestSessionEndedWhileWaiting(t *testing.T) {
 		{"Batch", false, func(s *Service, id int64) error {
 			c := Change{AccountID: id, Amount: 10, Strategy: StrategyRow}
 			outs := make([]outcome, 1)
-			return s.runBatch(context.Background(), []*change{{ctx: context.Background(), kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)}}, outs, nil)
+			return s.runBatch(context.Background(), []*pending{{ctx: context.Background(), kind: KindWithdrawal, change: c, hash: requestHash(KindWithdrawal, c)}}, outs, nil)
 		}},
 		{"Lone", true, func(s *Service, id int64) error {
 			_, err := s.Withdraw(context.Background(), Change{AccountID: id, Amount: 10, Strategy: StrategyRow})
@@ -366,10 +366,10 @@ func TestLeaseBatchFencedAsOne(t *testing.T) {
 	if _, err := locks.TryAcquire(ctx, LeaseResource(a.ID), "newer", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	var batch []*change
+	var batch []*pending
 	for i := range 3 {
 		c := Change{AccountID: a.ID, Amount: 10, Strategy: StrategyLease, IdempotencyKey: fmt.Sprint("k", i)}
-		batch = append(batch, &change{ctx: ctx, kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)})
+		batch = append(batch, &pending{ctx: ctx, kind: KindWithdrawal, change: c, hash: requestHash(KindWithdrawal, c)})
 	}
 	outs := make([]outcome, len(batch))
 	if err := s.runBatch(ctx, batch, outs, stale); !errors.Is(err, errLeaseRefused) || !errors.Is(err, lockmgr.ErrStaleToken) {

@@ -12,10 +12,6 @@ import (
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
-// errBalanceChanged: a writer without a lease changed the balance between
-// the lease strategy's read and its write.
-var errBalanceChanged = errors.New("balance changed since it was read")
-
 // withdrawLeased is the lease and lease-nofence strategies: take the
 // account's lease, read the balance with no database lock, (hold), and write
 // the new absolute balance. With the fence, the write lands only if the
@@ -27,7 +23,7 @@ var errBalanceChanged = errors.New("balance changed since it was read")
 // demonstrations — a hold, or no fence — go alone, below.
 func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) {
 	if c.Strategy == StrategyLease && c.Hold == 0 {
-		return s.submit(&change{ctx: ctx, kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)})
+		return s.submit(&pending{ctx: ctx, kind: KindWithdrawal, change: c, hash: requestHash(KindWithdrawal, c)})
 	}
 	lease, err := s.takeLease(ctx, c.AccountID, time.Now().Add(s.leaseWait))
 	if err != nil {
@@ -74,7 +70,7 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 			if fenced {
 				err = tx.QueryRow(ctx, sqlSetBalanceIfUnchanged, c.AccountID, balance-c.Amount, balance, lease.Token).Scan(&after)
 				if errors.Is(err, pgx.ErrNoRows) {
-					return errBalanceChanged
+					return errBalanceMoved
 				}
 			} else {
 				// The stale-update bug on display: no fence, no check.
@@ -91,7 +87,7 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 			return res, refusal
 		case err == nil:
 			return res, nil
-		case errors.Is(err, errBalanceChanged), pgerr.Conflict(err), uniqueViolation(err):
+		case errors.Is(err, errBalanceMoved), pgerr.Conflict(err), uniqueViolation(err):
 			if time.Now().Before(lease.Deadline()) && attempt < 100 {
 				continue
 			}
@@ -112,9 +108,9 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 // over meanwhile. Nothing was written under it; the batch runs again under a
 // fresh lease, as long as --lease-wait lasts, counted from the first try,
 // and then answers CodeLockTimeout.
-func (s *Service) applyLeased(ctx context.Context, batch []*change) []outcome {
+func (s *Service) applyLeased(ctx context.Context, batch []*pending) []outcome {
 	outs := make([]outcome, len(batch))
-	id := batch[0].c.AccountID
+	id := batch[0].change.AccountID
 	waitUntil := time.Now().Add(s.leaseWait)
 	for {
 		err := s.runLeased(ctx, batch, outs, waitUntil)
@@ -136,8 +132,8 @@ func (s *Service) applyLeased(ctx context.Context, batch []*change) []outcome {
 // and applies batch under it, reading again while a writer without the
 // lease moves the balance and the lease lasts. Errors: errLeaseRefused
 // (the fence refused the lease: nothing written), takeLease's, runBatch's.
-func (s *Service) runLeased(ctx context.Context, batch []*change, outs []outcome, waitUntil time.Time) error {
-	id := batch[0].c.AccountID
+func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcome, waitUntil time.Time) error {
+	id := batch[0].change.AccountID
 	lease, err := s.takeLease(ctx, id, waitUntil)
 	if err != nil {
 		return err

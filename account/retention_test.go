@@ -85,9 +85,9 @@ func TestKeyIsNewAgainAfterRetention(t *testing.T) {
 			// Two changes of one account: one transaction, sqlApplyBatch.
 			c.Strategy = StrategyRow
 			other := Change{AccountID: c.AccountID, Amount: 1, Strategy: StrategyRow}
-			outs := s.applyBatch([]*change{
-				{ctx: ctx, kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)},
-				{ctx: ctx, kind: KindDeposit, c: other, hash: requestHash(KindDeposit, other)},
+			outs := s.applyBatch([]*pending{
+				{ctx: ctx, kind: KindWithdrawal, change: c, hash: requestHash(KindWithdrawal, c)},
+				{ctx: ctx, kind: KindDeposit, change: other, hash: requestHash(KindDeposit, other)},
 			})
 			if outs[0].err == nil && outs[1].err != nil {
 				return Result{}, fmt.Errorf("the other change of the batch: %w", outs[1].err)

@@ -50,8 +50,8 @@ var mutants = []mutant{
 		name: "queue-key",
 		what: "the combiner's queue key ignores the account",
 		edits: []edit{{"account/combine.go",
-			"id := queueKey{ch.c.AccountID, ch.c.Strategy}",
-			"id := queueKey{0, ch.c.Strategy}"}},
+			"id := queueKey{p.change.AccountID, p.change.Strategy}",
+			"id := queueKey{0, p.change.Strategy}"}},
 		pkg: "account", tests: "^TestOneAccountPerTransaction$",
 	},
 	{
