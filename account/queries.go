@@ -88,7 +88,7 @@ const sqlInsertIdempotency = `
 INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id, error_code, error_message)
 VALUES ($1, $2, $3, $4, $5, $6)`
 
-// The batch forms of the statements above (see combine.go), for the changes
+// The batch forms of the statements above (batch.go), for the changes
 // of one account applied in one transaction under its row lock.
 
 const sqlGetIdempotencies = `
