@@ -9,7 +9,7 @@
 // # Paths
 //
 // Deposit and Withdraw check a change and route it (change.go) down one of
-// five paths, each in a file of its own:
+// five paths, which the files follow:
 //
 //	change                                         path         file
 //	row change (a deposit, or a row withdrawal)
