@@ -1,26 +1,16 @@
-// Package account is the protected resource of lockbank: accounts, their
-// append-only ledger, and the withdrawal strategies that either show the race
-// (unsafe, lease-nofence) or prevent it (row, lease).
-//
-// Every method runs in transactions that touch one account's rows only, and
-// every balance change writes its ledger entry in the same transaction, so
-// that balance = opening balance + deposits - withdrawals at every commit.
 package account
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/lockbank/lockbank/internal/pgerr"
 	"github.com/lockbank/lockbank/internal/text"
 	"github.com/lockbank/lockbank/lockmgr"
 )
@@ -96,7 +86,7 @@ type Service struct {
 // NewService returns a Service on pool, whose database must be migrated.
 func NewService(pool *pgxpool.Pool, opts Options) *Service {
 	s := &Service{pool: pool, unsafeDemo: opts.UnsafeDemo, locks: opts.Locks, node: opts.Node,
-		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, combine: combiner{queues: map[queueKey][]*change{}}}
+		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, combine: combiner{queues: map[queueKey][]*pending{}}}
 	if s.leaseTTL == 0 {
 		s.leaseTTL = 5 * time.Second
 	}
@@ -140,7 +130,7 @@ func (s *Service) Create(ctx context.Context, owner string, openingBalance int64
 
 // CreateForKey is Create by the API key named keyName ("" for none), which
 // the account keeps as its KeyName for CheckKey. Errors: CodeInvalidRequest,
-// CodeInvalidAmount, and the database failures (errors.go).
+// CodeInvalidAmount, and the database failures (package comment).
 func (s *Service) CreateForKey(ctx context.Context, keyName, owner string, openingBalance int64) (Account, error) {
 	if err := text.Check(owner); err != nil {
 		return Account{}, errorf(CodeInvalidRequest, "owner %v: it must be text, without control, format or line-separator characters", err)
@@ -164,7 +154,7 @@ func (s *Service) CreateForKey(ctx context.Context, keyName, owner string, openi
 }
 
 // Get returns account id. Errors: CodeAccountNotFound, and the database
-// failures (errors.go).
+// failures (package comment).
 func (s *Service) Get(ctx context.Context, id int64) (Account, error) {
 	rows, _ := s.pool.Query(ctx, sqlGetAccount, id)
 	a, err := pgx.CollectExactlyOneRow(rows, scanAccount)
@@ -197,7 +187,7 @@ func (s *Service) CheckKey(ctx context.Context, id int64, keyName string) error 
 
 // Ledger returns up to limit entries of account id with an id above after,
 // oldest first, read in one snapshot. Errors: CodeAccountNotFound, and the
-// database failures (errors.go).
+// database failures (package comment).
 func (s *Service) Ledger(ctx context.Context, id, after int64, limit int) ([]Entry, error) {
 	var entries []Entry
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
@@ -241,64 +231,4 @@ func scanEntry(row pgx.CollectableRow) (Entry, error) {
 		e.IdempotencyKey = *key
 	}
 	return e, err
-}
-
-// wrap passes refusals (*Error) through untouched and labels anything else,
-// turning the database's failures into what the client should hear: a lock
-// wait that ran out, or conflicts that outlasted the retries, is
-// CodeLockTimeout; a failure that certainly committed nothing — no session,
-// a statement the server refused (read-only, cancelled), or a session lost
-// outside a commit (a read, the lease's grant, the account check before a
-// lease withdrawal) — is marked errNotCommitted ("unavailable, retry"). A
-// commit whose outcome is unknown is ErrOutcomeUnknown already and stays so:
-// callers mark it where a COMMIT (or a statement that commits itself) was in
-// flight.
-func wrap(op string, err error) error {
-	var e *Error
-	switch {
-	case errors.As(err, &e):
-		return e
-	case errors.Is(err, ErrOutcomeUnknown), errors.Is(err, errNotCommitted):
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	switch pgerr.Classify(err) {
-	case pgerr.Busy:
-		if pgerr.LockNotAvailable(err) {
-			return errorf(CodeLockTimeout, "the account stayed locked longer than this node waits (lock_timeout); retry shortly")
-		}
-		return errorf(CodeLockTimeout, "the database kept aborting the account's transaction over conflicts with others (deadlock, serialization failure); retry shortly")
-	case pgerr.Unavailable, pgerr.SessionLost:
-		return fmt.Errorf("%s: %w: %w", op, errNotCommitted, err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
-}
-
-// wrapLone is wrap for one statement that commits itself: a session lost
-// while it ran may have committed it.
-func wrapLone(op string, err error) error {
-	if sessionLost(err) {
-		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
-	}
-	return wrap(op, err)
-}
-
-// uniqueViolation reports whether err is a unique-constraint violation: for
-// us, a concurrent request with the same idempotency key won the race.
-func uniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
-}
-
-// IsUnavailable reports whether err means the database could not serve the
-// request and nothing was committed: it could not be reached or took no
-// more sessions (max_connections, starting up, shutting down), it refused
-// the statement without running it (read-only: a standby or a demoted
-// primary; cancelled: statement_timeout), or it ended our session before
-// commit — a restart, pg_terminate_backend, or
-// idle_in_transaction_session_timeout ending a paused node's transaction. A
-// reason to answer "retry later" rather than "internal error". (A failure
-// during COMMIT is ErrOutcomeUnknown instead.)
-func IsUnavailable(err error) bool {
-	var connErr *pgconn.ConnectError
-	return errors.As(err, &connErr) || errors.Is(err, errNotCommitted)
 }

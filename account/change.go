@@ -2,17 +2,8 @@ package account
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"math"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/lockbank/lockbank/internal/pgerr"
-	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // Strategy is how a withdrawal keeps (or fails to keep) other writers out
@@ -70,13 +61,13 @@ type Result struct {
 // Deposit adds c.Amount to the account under its row lock.
 // Errors: CodeInvalidAmount, CodeInvalidRequest, CodeInvalidIdempotencyKey,
 // CodeUnsafeDisabled, CodeAccountNotFound, CodeBalanceOverflow,
-// CodeIdempotencyKeyReused, and the database failures (errors.go).
+// CodeIdempotencyKeyReused, and the database failures (package comment).
 func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 	c.Strategy = StrategyRow
 	if err := s.validate(c); err != nil {
 		return Result{}, err
 	}
-	return s.change(ctx, KindDeposit, c)
+	return s.route(ctx, KindDeposit, c)
 }
 
 // Withdraw takes c.Amount out of the account with c.Strategy.
@@ -87,26 +78,30 @@ func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 // caller's Fencing-Token, or for the lease of a demonstration with a hold;
 // never for the lease the lease strategy takes itself), CodeLockTimeout when
 // the lease strategies wait too long for a usable lease, and the database
-// failures (errors.go).
+// failures (package comment).
 func (s *Service) Withdraw(ctx context.Context, c Change) (Result, error) {
 	if err := s.validate(c); err != nil {
 		return Result{}, err
 	}
-	if c.Strategy == StrategyLease || c.Strategy == StrategyLeaseNoFence {
-		return s.withdrawLeased(ctx, c)
-	}
-	return s.change(ctx, KindWithdrawal, c)
+	return s.route(ctx, KindWithdrawal, c)
 }
 
-// change applies a row-strategy change through the account's queue, where it
-// shares a transaction with the changes queued beside it (combine.go). The
-// demonstrations go alone: a hold inside a shared transaction would stall
-// every change queued behind it, and unsafe must race, not queue.
-func (s *Service) change(ctx context.Context, kind string, c Change) (Result, error) {
-	if c.Strategy != StrategyRow || c.Hold > 0 {
-		return s.apply(ctx, kind, c)
+// route sends a valid change down its path (the table in the package
+// comment). Row changes and plain lease withdrawals go through the
+// account's queue (queue.go), where they share a transaction — and a row
+// lock or a lease — with the changes queued beside them. The demonstrations
+// go alone (demo.go): a hold inside a shared transaction would stall every
+// change queued behind it, and unsafe and lease-nofence must race, not
+// queue. Deposits always take the row strategy, so only a withdrawal can
+// reach a lease path.
+func (s *Service) route(ctx context.Context, kind string, c Change) (Result, error) {
+	switch {
+	case c.Strategy == StrategyLeaseNoFence, c.Strategy == StrategyLease && c.Hold > 0:
+		return s.withdrawLeasedDemo(ctx, c)
+	case c.Strategy == StrategyUnsafe, c.Hold > 0:
+		return s.applyDemo(ctx, kind, c)
 	}
-	return s.submit(&change{ctx: ctx, kind: kind, c: c, hash: requestHash(kind, c)})
+	return s.submit(&pending{ctx: ctx, kind: kind, change: c, hash: requestHash(kind, c)})
 }
 
 func (s *Service) validate(c Change) error {
@@ -150,102 +145,6 @@ func (s *Service) strategyNames() string {
 	return "row, lease, unsafe, lease-nofence"
 }
 
-// ValidateIdempotencyKey accepts "" (no key) or 1–255 printable ASCII characters.
-// Errors: CodeInvalidIdempotencyKey.
-func ValidateIdempotencyKey(key string) error {
-	if len(key) > 255 {
-		return errorf(CodeInvalidIdempotencyKey, "Idempotency-Key must be at most 255 characters")
-	}
-	for i := 0; i < len(key); i++ {
-		if key[i] < 0x20 || key[i] > 0x7e {
-			return errorf(CodeInvalidIdempotencyKey, "Idempotency-Key must be printable ASCII")
-		}
-	}
-	return nil
-}
-
-// apply runs one change alone — the demonstrations: unsafe, and row changes
-// with a hold — as read → (hold) → check → write → ledger → idempotency
-// record in one transaction, a statement per step so that the hold falls
-// between the read and the write, retried when PostgreSQL aborts it for
-// concurrency alone. The strategy decides only how the balance is read and
-// written. Every other row change goes through the account's queue
-// (combine.go).
-func (s *Service) apply(ctx context.Context, kind string, c Change) (Result, error) {
-	hash := requestHash(kind, c)
-	var (
-		res     Result
-		refusal *Error // a business outcome: committed (with its idempotency record), then returned
-	)
-	const attempts = 5
-	var err error
-	for attempt := range attempts {
-		res, refusal = Result{}, nil
-		err = s.inTx(ctx, func(tx pgx.Tx) error {
-			var balance int64
-			readBalance := sqlLockAccount
-			if c.Strategy == StrategyUnsafe {
-				readBalance = sqlReadBalance
-			}
-			if err := tx.QueryRow(ctx, readBalance, c.AccountID).Scan(&balance); err != nil {
-				if errors.Is(err, pgx.ErrNoRows) {
-					return notFound(c.AccountID)
-				}
-				return err
-			}
-			if c.IdempotencyKey != "" {
-				stored, found, err := replay(ctx, tx, c.AccountID, c.IdempotencyKey, hash)
-				if err != nil || found {
-					res, refusal = stored.Result, stored.refusal
-					return err
-				}
-			}
-			if err := sleep(ctx, c.Hold); err != nil {
-				return err
-			}
-			// A stale writer learns nothing and records nothing.
-			if c.FenceToken != 0 {
-				if err := lockmgr.CheckFence(ctx, tx, LeaseResource(c.AccountID), c.FenceToken); err != nil {
-					return fenceRefusal(err, c.FenceToken)
-				}
-			}
-			if refusal = refuse(kind, balance, c.Amount); refusal != nil {
-				return remember(ctx, tx, c, hash, nil, refusal)
-			}
-			delta := c.Amount
-			if kind == KindWithdrawal {
-				delta = -c.Amount
-			}
-			var after int64
-			var err error
-			if c.Strategy == StrategyUnsafe {
-				// The bug on display: an absolute value computed from a stale read.
-				err = tx.QueryRow(ctx, sqlSetBalance, c.AccountID, balance+delta, c.FenceToken).Scan(&after)
-			} else {
-				err = tx.QueryRow(ctx, sqlAddToBalance, c.AccountID, delta, c.FenceToken).Scan(&after)
-			}
-			if err != nil {
-				return err
-			}
-			res.Entry, err = record(ctx, tx, kind, c, hash, after, c.FenceToken)
-			return err
-		})
-		// A unique violation means a concurrent request with our idempotency
-		// key committed first (possible without the row lock); the next
-		// attempt replays its outcome.
-		if err == nil || attempt == attempts-1 || !(pgerr.Conflict(err) || uniqueViolation(err)) {
-			break
-		}
-	}
-	if err != nil {
-		return Result{}, wrap(kind, err)
-	}
-	if refusal != nil {
-		return res, refusal
-	}
-	return res, nil
-}
-
 // refuse is the business rule of a change: no overdraft, no overflow.
 func refuse(kind string, balance, amount int64) *Error {
 	switch {
@@ -255,105 +154,4 @@ func refuse(kind string, balance, amount int64) *Error {
 		return errorf(CodeBalanceOverflow, "a deposit of %d would overflow the balance", amount)
 	}
 	return nil
-}
-
-// record appends the ledger entry of a change whose balance update is done
-// (after is the new balance) and stores its outcome under its idempotency
-// key, in the change's transaction.
-func record(ctx context.Context, tx pgx.Tx, kind string, c Change, hash string, after, token int64) (Entry, error) {
-	var fence *int64
-	if token != 0 {
-		fence = &token
-	}
-	rows, _ := tx.Query(ctx, sqlInsertEntry, c.AccountID, kind, c.Amount, after, string(c.Strategy),
-		fence, nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, hash)))
-	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
-	if err != nil {
-		return Entry{}, err
-	}
-	return entry, remember(ctx, tx, c, hash, &entry.ID, nil)
-}
-
-type storedOutcome struct {
-	Result
-	refusal *Error
-}
-
-// replay looks up the first outcome stored for key. found is false when the
-// key is new; a key stored for a different request is CodeIdempotencyKeyReused.
-func replay(ctx context.Context, tx pgx.Tx, accountID int64, key, hash string) (storedOutcome, bool, error) {
-	var (
-		storedHash    string
-		entryID       *int64
-		code, message *string
-	)
-	err := tx.QueryRow(ctx, sqlGetIdempotency, accountID, key).Scan(&storedHash, &entryID, &code, &message)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return storedOutcome{}, false, nil
-	}
-	if err != nil {
-		return storedOutcome{}, false, err
-	}
-	if storedHash != hash {
-		return storedOutcome{}, true, errorf(CodeIdempotencyKeyReused,
-			"Idempotency-Key %q was already used for a different request on this account", key)
-	}
-	out := storedOutcome{Result: Result{Replayed: true}}
-	if entryID == nil {
-		out.refusal = &Error{Code: *code, Message: *message}
-		return out, true, nil
-	}
-	rows, _ := tx.Query(ctx, sqlGetEntry, *entryID)
-	out.Entry, err = pgx.CollectExactlyOneRow(rows, scanEntry)
-	return out, true, err
-}
-
-// remember stores the outcome of a keyed change in the change's transaction,
-// so the outcome and the change commit or vanish together.
-func remember(ctx context.Context, tx pgx.Tx, c Change, hash string, entryID *int64, refusal *Error) error {
-	if c.IdempotencyKey == "" {
-		return nil
-	}
-	var code, message *string
-	if refusal != nil {
-		code, message = &refusal.Code, &refusal.Message
-	}
-	_, err := tx.Exec(ctx, sqlInsertIdempotency, c.AccountID, c.IdempotencyKey, hash, entryID, code, message)
-	return err
-}
-
-// requestHash identifies what a request asked for, so a key reused for a
-// different request is caught. Strategy, hold and fencing token are part of
-// the request.
-func requestHash(kind string, c Change) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "v1|%s|%d|%s|%d|%d", kind, c.Amount, c.Strategy, c.Hold.Milliseconds(), c.FenceToken))
-	return hex.EncodeToString(sum[:])
-}
-
-func hashIfKeyed(c Change, hash string) string {
-	if c.IdempotencyKey == "" {
-		return ""
-	}
-	return hash
-}
-
-func nullable(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -6,101 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/lockbank/lockbank/internal/pgerr"
 	"github.com/lockbank/lockbank/lockmgr"
 )
-
-// errBalanceChanged: a writer without a lease changed the balance between
-// the lease strategy's read and its write.
-var errBalanceChanged = errors.New("balance changed since it was read")
-
-// withdrawLeased is the lease and lease-nofence strategies: take the
-// account's lease, read the balance with no database lock, (hold), and write
-// the new absolute balance. With the fence, the write lands only if the
-// lease's token is still the newest live grant and the balance is still the
-// one read; on a changed balance alone it reads again while the lease lasts.
-//
-// Plain lease withdrawals go through the account's queue: one lease and one
-// transaction serve every withdrawal queued behind it (applyLeased). The
-// demonstrations — a hold, or no fence — go alone, below.
-func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) {
-	if c.Strategy == StrategyLease && c.Hold == 0 {
-		return s.submit(&change{ctx: ctx, kind: KindWithdrawal, c: c, hash: requestHash(KindWithdrawal, c)})
-	}
-	lease, err := s.takeLease(ctx, c.AccountID, time.Now().Add(s.leaseWait))
-	if err != nil {
-		return Result{}, err
-	}
-	defer s.releaseLease(ctx, lease)
-
-	resource := lease.Resource
-	fenced := c.Strategy == StrategyLease
-	hash := requestHash(KindWithdrawal, c)
-	hold := c.Hold
-	for attempt := 0; ; attempt++ {
-		var balance int64
-		if err := s.pool.QueryRow(ctx, sqlReadBalance, c.AccountID).Scan(&balance); err != nil {
-			return Result{}, wrap(KindWithdrawal, err)
-		}
-		if err := sleep(ctx, hold); err != nil {
-			return Result{}, err
-		}
-		hold = 0 // the demo pause happens once, between the first read and its write
-
-		var (
-			res     Result
-			refusal *Error
-		)
-		err := s.inTx(ctx, func(tx pgx.Tx) error {
-			if c.IdempotencyKey != "" {
-				stored, found, err := replay(ctx, tx, c.AccountID, c.IdempotencyKey, hash)
-				if err != nil || found {
-					res, refusal = stored.Result, stored.refusal
-					return err
-				}
-			}
-			if fenced {
-				if err := lockmgr.CheckFence(ctx, tx, resource, lease.Token); err != nil {
-					return fenceRefusal(err, lease.Token)
-				}
-			}
-			if refusal = refuse(KindWithdrawal, balance, c.Amount); refusal != nil {
-				return remember(ctx, tx, c, hash, nil, refusal)
-			}
-			var after int64
-			var err error
-			if fenced {
-				err = tx.QueryRow(ctx, sqlSetBalanceIfUnchanged, c.AccountID, balance-c.Amount, balance, lease.Token).Scan(&after)
-				if errors.Is(err, pgx.ErrNoRows) {
-					return errBalanceChanged
-				}
-			} else {
-				// The stale-update bug on display: no fence, no check.
-				err = tx.QueryRow(ctx, sqlSetBalance, c.AccountID, balance-c.Amount, lease.Token).Scan(&after)
-			}
-			if err != nil {
-				return err
-			}
-			res.Entry, err = record(ctx, tx, KindWithdrawal, c, hash, after, lease.Token)
-			return err
-		})
-		switch {
-		case err == nil && refusal != nil:
-			return res, refusal
-		case err == nil:
-			return res, nil
-		case errors.Is(err, errBalanceChanged), pgerr.Conflict(err), uniqueViolation(err):
-			if time.Now().Before(lease.Deadline()) && attempt < 100 {
-				continue
-			}
-			return Result{}, errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", c.AccountID)
-		default:
-			return Result{}, wrap(KindWithdrawal, err)
-		}
-	}
-}
 
 // applyLeased is the lease strategy for a batch of one account's
 // withdrawals: the lease is taken once and covers them all, its token goes
@@ -112,9 +20,9 @@ func (s *Service) withdrawLeased(ctx context.Context, c Change) (Result, error) 
 // over meanwhile. Nothing was written under it; the batch runs again under a
 // fresh lease, as long as --lease-wait lasts, counted from the first try,
 // and then answers CodeLockTimeout.
-func (s *Service) applyLeased(ctx context.Context, batch []*change) []outcome {
+func (s *Service) applyLeased(ctx context.Context, batch []*pending) []outcome {
 	outs := make([]outcome, len(batch))
-	id := batch[0].c.AccountID
+	id := batch[0].change.AccountID
 	waitUntil := time.Now().Add(s.leaseWait)
 	for {
 		err := s.runLeased(ctx, batch, outs, waitUntil)
@@ -136,8 +44,8 @@ func (s *Service) applyLeased(ctx context.Context, batch []*change) []outcome {
 // and applies batch under it, reading again while a writer without the
 // lease moves the balance and the lease lasts. Errors: errLeaseRefused
 // (the fence refused the lease: nothing written), takeLease's, runBatch's.
-func (s *Service) runLeased(ctx context.Context, batch []*change, outs []outcome, waitUntil time.Time) error {
-	id := batch[0].c.AccountID
+func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcome, waitUntil time.Time) error {
+	id := batch[0].change.AccountID
 	lease, err := s.takeLease(ctx, id, waitUntil)
 	if err != nil {
 		return err

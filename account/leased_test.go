@@ -2,6 +2,8 @@ package account
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -107,6 +109,44 @@ func TestOwnLeaseRefusedIsRetried(t *testing.T) {
 				t.Fatalf("balance %d, %d entries, %d keys; want 900, 1, 1", balance, entries, keys)
 			}
 		})
+	}
+}
+
+// TestLeaseBatchFencedAsOne: a lease batch whose lease was superseded is
+// refused by the fence as a whole — nothing is written or recorded, and no
+// withdrawal hears of it: the refusal (errLeaseRefused) is for the node,
+// which runs the batch again under a fresh lease (TestOwnLeaseRefusedIsRetried).
+func TestLeaseBatchFencedAsOne(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, pool, locks, a := newService(t, 100)
+	stale, err := locks.TryAcquire(ctx, LeaseResource(a.ID), "paused", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Release(ctx, LeaseResource(a.ID), stale.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := locks.TryAcquire(ctx, LeaseResource(a.ID), "newer", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var batch []*pending
+	for i := range 3 {
+		c := Change{AccountID: a.ID, Amount: 10, Strategy: StrategyLease, IdempotencyKey: fmt.Sprint("k", i)}
+		batch = append(batch, &pending{ctx: ctx, kind: KindWithdrawal, change: c, hash: requestHash(KindWithdrawal, c)})
+	}
+	outs := make([]outcome, len(batch))
+	if err := s.runBatch(ctx, batch, outs, stale); !errors.Is(err, errLeaseRefused) || !errors.Is(err, lockmgr.ErrStaleToken) {
+		t.Fatalf("a batch under a superseded lease: %v; want errLeaseRefused for a stale token", err)
+	}
+	for i, out := range outs {
+		if out != (outcome{}) {
+			t.Errorf("withdrawal %d under a superseded lease: %+v; want no outcome (the batch runs again under a fresh lease)", i, out)
+		}
+	}
+	balance, entries, keys := accountState(t, pool, a.ID)
+	if balance != 100 || entries != 0 || keys != 0 {
+		t.Fatalf("after a fenced batch: balance %d, %d entries, %d keys; want 100, 0, 0", balance, entries, keys)
 	}
 }
 

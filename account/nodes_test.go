@@ -3,6 +3,7 @@ package account_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,4 +134,35 @@ func leaseHolders(t *testing.T, b bundle, id int64) []string {
 		t.Fatal(err)
 	}
 	return holders
+}
+
+// raceWithdrawals releases n goroutines at once through a barrier, each doing
+// c on the nodes in turn, then runs released (if any) while they are under
+// way, and counts outcomes by error code ("" for success).
+func raceWithdrawals(t *testing.T, nodes []node, n int, c account.Change, released func()) map[string]int {
+	t.Helper()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[string]int{}
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, err := nodes[i%len(nodes)].svc.Withdraw(context.Background(), c)
+			code := account.ErrorCode(err)
+			if err != nil && code == "" {
+				t.Errorf("Withdraw: unexpected error %v", err)
+				code = "internal"
+			}
+			mu.Lock()
+			codes[code]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	if released != nil {
+		released()
+	}
+	wg.Wait()
+	return codes
 }

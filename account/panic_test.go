@@ -25,7 +25,7 @@ func TestCombinerSurvivesAPanic(t *testing.T) {
 			s, pool, _, a := newService(t, opening)
 			queue := queueKey{a.ID, strategy}
 			var panicked atomic.Bool
-			s.combine.beforeApply = func(batch []*change) {
+			s.combine.beforeApply = func(batch []*pending) {
 				if panicked.Swap(true) {
 					return
 				}

@@ -1,11 +1,16 @@
 package account
 
-// Every statement of the package, with the lock it takes and why. All of them
-// touch one account's rows (invariant 8: one account per transaction).
+// Every statement of the package, with the lock it takes and why, in the
+// order of the paths that send them (see the package comment): accounts and
+// their ledger, the lone statement, the batch, the demonstrations, pruning.
+// Each touches one account's rows (invariant 8: one account per
+// transaction), except pruning's, which is no change (retention.go).
 
 const accountColumns = `id, owner, balance, opening_balance, currency, fence_token, created_at, updated_at, key_name`
 
 const entryColumns = `id, account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, created_at`
+
+// Accounts and their ledger (account.go).
 
 // No lock: a new row is visible to nobody until commit.
 const sqlCreateAccount = `
@@ -29,67 +34,43 @@ WHERE account_id = $1 AND id > $2
 ORDER BY id
 LIMIT $3`
 
-const sqlGetEntry = `SELECT ` + entryColumns + ` FROM ledger_entries WHERE id = $1`
+// The lone statement (lone.go).
+
+// A lone row change in one autocommitted statement. The UPDATE takes the
+// account's row lock — the row strategy's pessimistic lock — and, after any
+// wait for it, re-checks its WHERE against the newest balance, so the funds
+// check and the write happen under the lock. No row: refused or
+// no such account, and nothing was written. A stored outcome under the key
+// makes the last INSERT fail, undoing the whole statement.
+const sqlApplyLone = `
+WITH account AS (
+    UPDATE accounts
+    SET balance = balance + $2, updated_at = now()
+    WHERE id = $1 AND balance + $2 >= 0
+    RETURNING id, balance
+), entry AS (
+    INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, idempotency_key, request_hash)
+    SELECT id, $3, $4, balance, $5, $6, $7 FROM account
+    RETURNING ` + entryColumns + `, request_hash
+), keys AS (
+    INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id)
+    SELECT account_id, idempotency_key, request_hash, id FROM entry WHERE idempotency_key IS NOT NULL
+)
+SELECT ` + entryColumns + ` FROM entry`
+
+// The batch (batch.go), in the order it sends them: the first round trip
+// locks or reads the account and reads the stored outcomes of its keys; the
+// second writes.
 
 // FOR UPDATE takes the account's row lock: the pessimistic lock of the row
 // strategy. Every other writer of this account queues here until we commit,
 // so the balance we read stays true until we write.
 const sqlLockAccount = `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`
 
-// No lock, on purpose: the unsafe strategy's read, which anyone may change
-// before its write lands.
+// No lock, on purpose: the read of unsafe, which anyone may change before its
+// write lands, and of the lease strategies, whose lease keeps out other lease
+// holders but not the row writers (their writes guard against those).
 const sqlReadBalance = `SELECT balance FROM accounts WHERE id = $1`
-
-// Relative update under the row lock held since sqlLockAccount. $3 is the
-// writer's fencing token (0 without one): fence_token keeps the highest that wrote.
-const sqlAddToBalance = `
-UPDATE accounts SET balance = balance + $2, fence_token = greatest(fence_token, $3), updated_at = now()
-WHERE id = $1
-RETURNING balance`
-
-// The unsafe strategy's blind write of an absolute balance computed from a
-// stale read: the lost update the seed warns about. Takes the row lock only
-// for the instant of the write.
-const sqlSetBalance = `
-UPDATE accounts SET balance = $2, fence_token = greatest(fence_token, $3), updated_at = now()
-WHERE id = $1
-RETURNING balance`
-
-// The lease strategy's write: the absolute balance it computed, only if the
-// balance is still the one it read. The lease keeps other lease holders out
-// and the fence (checked just before, in this transaction) keeps out stale
-// ones; this condition keeps out writers that take no lease at all — row
-// withdrawals and deposits. Equal balances mean the computed one is right,
-// whatever happened in between.
-const sqlSetBalanceIfUnchanged = `
-UPDATE accounts SET balance = $2, fence_token = greatest(fence_token, $4), updated_at = now()
-WHERE id = $1 AND balance = $3
-RETURNING balance`
-
-// Appends to the ledger. The entry's idempotency key is history, not a
-// guard: the key's record (sqlInsertIdempotency, idempotency_keys' primary
-// key) goes in the same transaction and refuses a second change with the
-// key while it is kept. After its retention the key is new again, and the
-// ledger may hold a later entry under it too (migration 00005).
-const sqlInsertEntry = `
-INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING ` + entryColumns
-
-// Reads the first outcome stored for an idempotency key. Under the row lock
-// (row strategy, deposits) no concurrent request with the same key can be
-// between this read and our insert; elsewhere the primary key decides.
-const sqlGetIdempotency = `
-SELECT request_hash, entry_id, error_code, error_message
-FROM idempotency_keys
-WHERE account_id = $1 AND key = $2`
-
-const sqlInsertIdempotency = `
-INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id, error_code, error_message)
-VALUES ($1, $2, $3, $4, $5, $6)`
-
-// The batch forms of the statements above (see combine.go), for the changes
-// of one account applied in one transaction under its row lock.
 
 const sqlGetIdempotencies = `
 SELECT key, request_hash, entry_id, error_code, error_message
@@ -100,10 +81,11 @@ const sqlGetEntries = `SELECT ` + entryColumns + ` FROM ledger_entries WHERE id 
 
 // A batch's writes in one statement: the balance, the ledger entries and
 // the idempotency records of the successes (which need the entries' ids).
-// The balance must still be the one read under the row lock ($2); if it is
-// not, the CASE yields NULL, which NOT NULL refuses, failing the statement
-// and so the COMMIT queued behind it. Rows go in ord order, so their identity
-// ids follow the batch's order.
+// The balance must still be the one the batch read ($2: under the row lock,
+// or by a lease batch without it); if it is not, the CASE yields NULL,
+// which NOT NULL refuses, failing the statement and so the COMMIT queued
+// behind it. Rows go in ord order, so their identity ids follow the batch's
+// order.
 const sqlApplyBatch = `
 WITH account AS (
     UPDATE accounts
@@ -131,27 +113,61 @@ INSERT INTO idempotency_keys (account_id, key, request_hash, error_code, error_m
 SELECT $1, r.key, r.hash, r.code, r.message
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS r(key, hash, code, message)`
 
-// A lone row change in one autocommitted statement (applyLone). The UPDATE
-// takes the account's row lock — the row strategy's pessimistic lock — and,
-// after any wait for it, re-checks its WHERE against the newest balance, so
-// the funds check and the write happen under the lock. No row: refused or
-// no such account, and nothing was written. A stored outcome under the key
-// makes the last INSERT fail, undoing the whole statement.
-const sqlApplyLone = `
-WITH account AS (
-    UPDATE accounts
-    SET balance = balance + $2, updated_at = now()
-    WHERE id = $1 AND balance + $2 >= 0
-    RETURNING id, balance
-), entry AS (
-    INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, idempotency_key, request_hash)
-    SELECT id, $3, $4, balance, $5, $6, $7 FROM account
-    RETURNING ` + entryColumns + `, request_hash
-), keys AS (
-    INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id)
-    SELECT account_id, idempotency_key, request_hash, id FROM entry WHERE idempotency_key IS NOT NULL
-)
-SELECT ` + entryColumns + ` FROM entry`
+// The demonstrations (demo.go), a statement per step. They read the balance
+// with sqlLockAccount or sqlReadBalance above.
+
+// Reads the first outcome stored for an idempotency key. Under the row lock
+// (a row change with a hold) no concurrent request with the same key can be
+// between this read and our insert; elsewhere (unsafe, the lease
+// demonstrations) the primary key decides.
+const sqlGetIdempotency = `
+SELECT request_hash, entry_id, error_code, error_message
+FROM idempotency_keys
+WHERE account_id = $1 AND key = $2`
+
+const sqlGetEntry = `SELECT ` + entryColumns + ` FROM ledger_entries WHERE id = $1`
+
+// Relative update under the row lock held since sqlLockAccount. $3 is the
+// writer's fencing token (0 without one): fence_token keeps the highest that wrote.
+const sqlAddToBalance = `
+UPDATE accounts SET balance = balance + $2, fence_token = greatest(fence_token, $3), updated_at = now()
+WHERE id = $1
+RETURNING balance`
+
+// The blind write of unsafe and lease-nofence: an absolute balance computed
+// from a stale read, the lost update the seed warns about. Takes the row
+// lock only from this write to COMMIT.
+const sqlSetBalance = `
+UPDATE accounts SET balance = $2, fence_token = greatest(fence_token, $3), updated_at = now()
+WHERE id = $1
+RETURNING balance`
+
+// The lease strategy's write when it goes alone (a hold): the absolute
+// balance it computed, only if the balance is still the one it read. The
+// lease keeps other lease holders out and the fence (checked just before, in
+// this transaction) keeps out stale ones; this condition keeps out writers
+// that take no lease at all — row withdrawals and deposits. Equal balances
+// mean the computed one is right, whatever happened in between.
+const sqlSetBalanceIfUnchanged = `
+UPDATE accounts SET balance = $2, fence_token = greatest(fence_token, $4), updated_at = now()
+WHERE id = $1 AND balance = $3
+RETURNING balance`
+
+// Appends to the ledger. The entry's idempotency key is history, not a
+// guard: the key's record (sqlInsertIdempotency, idempotency_keys' primary
+// key) goes in the same transaction and refuses a second change with the
+// key while it is kept. After its retention the key is new again, and the
+// ledger may hold a later entry under it too (migration 00005).
+const sqlInsertEntry = `
+INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING ` + entryColumns
+
+const sqlInsertIdempotency = `
+INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id, error_code, error_message)
+VALUES ($1, $2, $3, $4, $5, $6)`
+
+// Pruning (retention.go).
 
 // Deletes idempotency records older than the retention ($1 ms) by the
 // database's clock, at most $2 of them: one short statement, committed

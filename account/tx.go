@@ -7,22 +7,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/internal/pgerr"
 )
-
-// ErrOutcomeUnknown: the connection failed while COMMIT was under way (or
-// while a lone statement that commits itself ran), so the change may or may
-// not have been committed. A retry with the same Idempotency-Key tells
-// which, and never applies it twice.
-var ErrOutcomeUnknown = errors.New("the commit's outcome is unknown")
-
-// errNotCommitted marks a failure of the database that certainly left
-// nothing committed: no session could be had, the server refused the
-// statement without running it (read-only, cancelled, out of resources), or
-// the session was lost (a restart, pg_terminate_backend, an idle timeout, a
-// broken connection) before COMMIT was sent.
-var errNotCommitted = errors.New("the database could not serve the request; nothing was committed")
 
 // inTx runs fn in a transaction and commits it, telling the failures that
 // certainly changed nothing apart from a commit whose outcome is unknown.
@@ -48,6 +36,14 @@ func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	}
 	return nil
+}
+
+// rollback ends a transaction left open or failed on conn; if that fails too,
+// Release destroys the connection.
+func rollback(ctx context.Context, conn *pgxpool.Conn) {
+	if pc := conn.Conn().PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	}
 }
 
 // sessionLost reports whether err says the session ended while a call was

@@ -81,3 +81,52 @@ func TestWrapTellsLostSessions(t *testing.T) {
 		t.Errorf("a plain error: %v; want neither", other)
 	}
 }
+
+// TestSessionEndedWhileWaiting: a change whose session is terminated while
+// it waits for the row lock changes nothing. In a batch's transaction that is
+// certain — COMMIT was never sent — and it is reported as unavailable. A lone
+// change's statement commits itself, and a lost session cannot tell whether
+// it got that far: its outcome is reported unknown, never as done or not done.
+func TestSessionEndedWhileWaiting(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		unknown bool
+		change  func(*Service, int64) error
+	}{
+		{"Batch", false, func(s *Service, id int64) error {
+			c := Change{AccountID: id, Amount: 10, Strategy: StrategyRow}
+			outs := make([]outcome, 1)
+			return s.runBatch(context.Background(), []*pending{{ctx: context.Background(), kind: KindWithdrawal, change: c, hash: requestHash(KindWithdrawal, c)}}, outs, nil)
+		}},
+		{"Lone", true, func(s *Service, id int64) error {
+			_, err := s.Withdraw(context.Background(), Change{AccountID: id, Amount: 10, Strategy: StrategyRow})
+			return err
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, pool, _, a := newService(t, 100)
+			blocker, done := changeBehindHeldRow(t, pool, a.ID, func() error { return tt.change(s, a.ID) })
+			defer blocker.Rollback(ctx)
+			if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+				t.Fatal(err)
+			}
+			err := <-done
+			if tt.unknown && !errors.Is(err, ErrOutcomeUnknown) {
+				t.Fatalf("lone withdrawal whose session was ended: %v; want outcome unknown", err)
+			}
+			if !tt.unknown && (!IsUnavailable(err) || errors.Is(err, ErrOutcomeUnknown)) {
+				t.Fatalf("batch whose session was ended: %v; want unavailable, certainly not committed", err)
+			}
+			if err := blocker.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if balance, entries, _ := accountState(t, pool, a.ID); balance != 100 || entries != 0 {
+				t.Fatalf("balance %d with %d entries; want 100 with none", balance, entries)
+			}
+		})
+	}
+}

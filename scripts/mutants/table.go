@@ -25,7 +25,7 @@ var mutants = []mutant{
 	{
 		name: "batch-key-twice",
 		what: "a batch may hold one idempotency key twice",
-		edits: []edit{{"account/combine.go",
+		edits: []edit{{"account/queue.go",
 			`if len(batch) == maxBatch || (k != "" && keys[k]) {`,
 			`if len(batch) == maxBatch {`}},
 		pkg: "account", tests: "^TestSameKeyNeverTwiceInABatch$",
@@ -49,15 +49,15 @@ var mutants = []mutant{
 	{
 		name: "queue-key",
 		what: "the combiner's queue key ignores the account",
-		edits: []edit{{"account/combine.go",
-			"id := queueKey{ch.c.AccountID, ch.c.Strategy}",
-			"id := queueKey{0, ch.c.Strategy}"}},
+		edits: []edit{{"account/queue.go",
+			"id := queueKey{p.change.AccountID, p.change.Strategy}",
+			"id := queueKey{0, p.change.Strategy}"}},
 		pkg: "account", tests: "^TestOneAccountPerTransaction$",
 	},
 	{
 		name: "row-fence",
 		what: "a row write's Fencing-Token is not checked",
-		edits: []edit{{"account/combine.go",
+		edits: []edit{{"account/batch.go",
 			"fences[t] = lockmgr.CheckFence(ctx, conn, LeaseResource(id), t)",
 			"fences[t] = nil"}},
 		pkg: "account", tests: "^TestFencingTokenOnRowWrites$",
@@ -65,7 +65,7 @@ var mutants = []mutant{
 	{
 		name: "lease-batch-fence",
 		what: "a lease batch does not fence its own lease",
-		edits: []edit{{"account/combine.go",
+		edits: []edit{{"account/batch.go",
 			"if err := lockmgr.CheckFence(ctx, conn, lease.Resource, lease.Token); err != nil {",
 			"if err := error(nil); err != nil {"}},
 		pkg: "account", tests: "^(TestLeaseBatchFencedAsOne|TestPausedLeaseHolder)$",
@@ -73,7 +73,7 @@ var mutants = []mutant{
 	{
 		name: "combiner-panic",
 		what: "a panic in a batch is not recovered",
-		edits: []edit{{"account/combine.go",
+		edits: []edit{{"account/queue.go",
 			"if v := recover(); v != nil {",
 			"if v := any(nil); v != nil {"}},
 		pkg: "account", tests: "^TestCombinerSurvivesAPanic$",
