@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/internal/wait"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
@@ -67,7 +68,7 @@ func TestOwnLeaseRefusedIsRetried(t *testing.T) {
 			}()
 			waitForLockWaiter(t, pool)
 			var first int64 // the token of the lease the held-up batch took
-			pollUntil(t, "the held-up batch's lease to run out", func() bool {
+			wait.Until(t, 10*time.Second, "the held-up batch's lease to run out", func() bool {
 				var expired bool
 				err := pool.QueryRow(ctx, `SELECT token, expires_at <= clock_timestamp() FROM leases WHERE resource = $1`, resource).Scan(&first, &expired)
 				if err != nil {
@@ -150,12 +151,3 @@ func TestLeaseBatchFencedAsOne(t *testing.T) {
 	}
 }
 
-// pollUntil waits up to 10 s for cond.
-func pollUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10 s for %s", what)
-		}
-	}
-}
