@@ -150,4 +150,3 @@ func TestLeaseBatchFencedAsOne(t *testing.T) {
 		t.Fatalf("after a fenced batch: balance %d, %d entries, %d keys; want 100, 0, 0", balance, entries, keys)
 	}
 }
-
