@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lockbank/lockbank/client"
+	"github.com/lockbank/lockbank/internal/bankdtest"
 )
 
 // A client opens an account, deposits with an Idempotency-Key (a retry is
@@ -14,7 +15,7 @@ import (
 // withdrawal of more than the balance, and reads the ledger.
 func Example() {
 	ctx := context.Background()
-	bank := client.New(exampleBankd()) // e.g. client.New("http://127.0.0.1:8080")
+	bank := client.New(bankdtest.StartExample()) // e.g. client.New("http://127.0.0.1:8080")
 
 	acct, err := bank.CreateAccount(ctx, "alice", 5000)
 	if err != nil {
@@ -53,7 +54,7 @@ func Example() {
 // over is refused with stale_fencing_token.
 func ExampleClient_KeepAlive() {
 	ctx := context.Background()
-	bank := client.New(exampleBankd())
+	bank := client.New(bankdtest.StartExample())
 	acct, err := bank.CreateAccount(ctx, "bob", 5000)
 	if err != nil {
 		panic(err)
