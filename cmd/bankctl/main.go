@@ -1,9 +1,3 @@
-// Command bankctl plays the seed's scenarios against bankd nodes — the race
-// without locks, a holder that pauses past its lease, a holder that crashes —
-// and prints what happened as a timeline and a verdict.
-//
-// With no --targets it starts its own cluster (a private PostgreSQL and two
-// bankd processes, node-a and node-b, in demo mode) and stops it at the end.
 package main
 
 import (
@@ -18,7 +12,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	var exit *exitError
 	switch {
 	case err == nil:
@@ -51,3 +45,5 @@ func (e *exitError) Error() string { return e.msg }
 func usageError(format string, args ...any) error {
 	return &exitError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
 }
+
+func trouble(err error) error { return &exitError{code: exitTrouble, msg: err.Error()} }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/lockbank/lockbank/internal/cluster"
 )
 
 const usage = `bankctl plays the seed's scenarios against bankd and tells what happened.
@@ -56,7 +58,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.json, "json", false, "JSON Lines output")
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, usage)
 		if len(args) == 0 {
@@ -71,36 +73,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	common.register(fs)
 	var (
 		validate func() error
-		scenario func(context.Context, *cluster, *timeline) error
+		scenario func(context.Context, *cluster.Cluster, *timeline) error
 	)
 	switch cmd {
 	case "race":
 		var r raceFlags
 		r.register(fs)
 		validate = func() error { return r.validate() } // after Parse, not a copy from before
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runRace(ctx, c, tl, r) }
+		scenario = func(ctx context.Context, c *cluster.Cluster, tl *timeline) error { return runRace(ctx, c, tl, r) }
 	case "pause":
 		var p pauseFlags
 		p.register(fs)
 		validate = func() error { return p.validate() }
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runPause(ctx, c, tl, p) }
+		scenario = func(ctx context.Context, c *cluster.Cluster, tl *timeline) error { return runPause(ctx, c, tl, p) }
 	case "check":
 		var k checkFlags
 		k.register(fs)
 		common.nodes = 3
 		validate = func() error { return k.validate() }
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runCheck(ctx, c, tl, k) }
+		scenario = func(ctx context.Context, c *cluster.Cluster, tl *timeline) error { return runCheck(ctx, c, tl, k) }
 	case "bench":
 		var b benchFlags
 		b.register(fs)
 		common.nodes = 1
 		validate = func() error { return b.validate() }
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runBench(ctx, c, tl, b) }
+		scenario = func(ctx context.Context, c *cluster.Cluster, tl *timeline) error { return runBench(ctx, c, tl, b) }
 	case "crash":
 		var k crashFlags
 		k.register(fs)
 		validate = func() error { return k.validate() }
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runCrash(ctx, c, tl, k) }
+		scenario = func(ctx context.Context, c *cluster.Cluster, tl *timeline) error { return runCrash(ctx, c, tl, k) }
 	default:
 		return usageError("unknown command %q; see bankctl --help", cmd)
 	}
@@ -134,7 +136,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return &exitError{code: exitTrouble, msg: err.Error()}
 	}
-	defer c.close()
+	defer c.Close()
 	tl.restart() // the story's clock starts when the cluster is ready
 	return scenario(ctx, c, tl)
+}
+
+// openCluster starts an own cluster, or names the --targets.
+func openCluster(ctx context.Context, f commonFlags, tl *timeline) (*cluster.Cluster, error) {
+	if f.targets == "" {
+		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note})
+	}
+	var targets []string
+	for _, u := range strings.Split(f.targets, ",") {
+		targets = append(targets, strings.TrimRight(strings.TrimSpace(u), "/"))
+	}
+	c, err := cluster.Connect(ctx, targets, f.docker)
+	if err != nil {
+		return nil, err
+	}
+	// Two nodes tell every story but bench's, which loads whatever it gets.
+	if need := min(f.nodes, 2); len(c.Nodes) < need {
+		return nil, usageError("--targets needs %d nodes (node-a first)", need)
+	}
+	return c, nil
 }
