@@ -13,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/lockbank/lockbank/account"
 	"github.com/lockbank/lockbank/internal/cluster"
 	"github.com/lockbank/lockbank/internal/loadgen"
 )
@@ -86,10 +85,9 @@ func (f benchFlags) clientLevels() ([]int, error) {
 	return levels, nil
 }
 
-// runBench measures bankd beside the raw-SQL baseline (internal/loadgen):
-// the bench accounts are seeded and audited through package account, on the
-// own cluster's database or --database-url.
-func runBench(ctx context.Context, c *cluster.Cluster, tl *timeline, f benchFlags) error {
+// run measures bankd beside the raw-SQL baseline (internal/loadgen),
+// on the own cluster's database or --database-url.
+func (f benchFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) error {
 	levels, _ := f.clientLevels()
 	dbURL := c.DatabaseURL()
 	if dbURL == "" {
@@ -111,46 +109,33 @@ func runBench(ctx context.Context, c *cluster.Cluster, tl *timeline, f benchFlag
 		return trouble(err)
 	}
 	defer pool.Close()
-	accounts := account.NewService(pool, account.Options{})
 
-	spread := 0
-	if slices.Contains(splitList(f.scenarios), "spread") {
-		spread = f.accounts
-	}
-	accts, err := loadgen.Seed(ctx, accounts, spread)
-	if err != nil {
-		return trouble(err)
-	}
-	tl.note("bench accounts: 1 hot, %d spread; each run: %s warm-up, %s measured", len(accts.Spread), f.warmup, f.duration)
-
-	res := loadgen.Result{Started: time.Now().UTC(), Machine: loadgen.Machine(), Duration: f.duration.String(), Warmup: f.warmup.String(),
-		Nodes: len(c.Nodes), Accounts: len(accts.Spread)}
-	var urls []string
-	for _, n := range c.Nodes {
-		urls = append(urls, n.URL)
-	}
 	cfg := loadgen.Config{Scenarios: splitList(f.scenarios), Clients: levels, Strategies: splitList(f.strategies), Baseline: f.baseline,
-		Duration: f.duration, Warmup: f.warmup, Nodes: urls, Pool: pool, RSS: c.PeakRSSMiB}
-	res.Runs, err = loadgen.Measure(ctx, cfg, accts, func(r loadgen.Run) {
-		tl.note("%-6s %4d clients  %-7s %8.0f/s  p50 %6.2fms  p99 %7.2fms%s", r.Scenario, r.Clients, r.Target, r.Throughput, r.P50Ms, r.P99Ms, loadgen.ErrorSummary(r.Errors))
-	})
+		Duration: f.duration, Warmup: f.warmup, Pool: pool, RSS: c.PeakRSSMiB,
+		Seeded: func(a loadgen.Accounts) {
+			tl.note("bench accounts: 1 hot, %d spread; each run: %s warm-up, %s measured", len(a.Spread), f.warmup, f.duration)
+		},
+		Done: func(r loadgen.Run) {
+			tl.note("%-6s %4d clients  %-7s %8.0f/s  p50 %6.2fms  p99 %7.2fms%s", r.Scenario, r.Clients, r.Target, r.Throughput, r.P50Ms, r.P99Ms, loadgen.ErrorSummary(r.Errors))
+		}}
+	if slices.Contains(cfg.Scenarios, "spread") {
+		cfg.Spread = f.accounts
+	}
+	for _, n := range c.Nodes {
+		cfg.Nodes = append(cfg.Nodes, n.URL)
+	}
+	res, err := loadgen.Bench(ctx, cfg)
 	if err != nil {
 		return trouble(err)
 	}
 	printBenchTable(tl, res)
-	// Speed is worth nothing if money went astray under the load.
-	bad, err := accounts.Audit(ctx, accts.All())
-	if err != nil {
-		return trouble(fmt.Errorf("check the bench accounts: %w", err))
-	}
-	res.Consistent = len(bad) == 0
 	if err := loadgen.WriteFiles(f.out, res); err != nil {
 		return trouble(err)
 	}
 	tl.printf("\nresults: %s  plots: %s\n", filepath.Join(f.out, "results.json"), filepath.Join(f.out, "bench-*.svg"))
 	tl.result(res)
-	if len(bad) > 0 {
-		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d bench accounts break balance = opening + deposits - withdrawals", len(bad))}
+	if !res.Consistent {
+		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d bench accounts break balance = opening + deposits - withdrawals", len(res.Unsound))}
 	}
 	tl.printf("money: every bench account's balance matches its ledger\n")
 	return nil

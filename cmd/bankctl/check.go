@@ -63,7 +63,7 @@ func (f checkFlags) validate() error {
 	return nil
 }
 
-// runCheck is a Jepsen-style bank test (internal/history): clients run
+// run is a Jepsen-style bank test (internal/history): clients run
 // random deposits, withdrawals (row and lease, some holding inside the
 // critical section) and reads with idempotency keys while faults are
 // injected; writes whose outcome is unknown are retried with the same key
@@ -71,7 +71,7 @@ func (f checkFlags) validate() error {
 // against the final ledgers. Every pause fault freezes a node inside a lease
 // (pauseInLease), so the run fails if pauses were injected and the fence
 // refused nothing.
-func runCheck(ctx context.Context, c *cluster.Cluster, tl *timeline, f checkFlags) error {
+func (f checkFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) error {
 	faults := splitList(f.faults)
 	if len(faults) > 0 && !c.Own() && c.Nodes[0].Docker() == "" {
 		return usageError("faults need the own cluster (or --docker for pause and kill on node-a); use --faults '' against plain --targets")
@@ -120,21 +120,11 @@ func runCheck(ctx context.Context, c *cluster.Cluster, tl *timeline, f checkFlag
 			return trouble(fmt.Errorf("%s after the run: %w", n.Name, err))
 		}
 	}
-	var finals []history.Account
-	for _, id := range append(ids, probe.ID) {
-		final, err := history.ReadAccount(ctx, c.Nodes[0].API, id)
-		if err != nil {
-			return trouble(err)
-		}
-		finals = append(finals, final)
-	}
-
 	ops := r.Ops()
-	res := history.Summarize(ops, fs)
-	all := history.Check(ops, finals)
-	res.ViolationCount = len(all)
-	res.Violations = all[:min(len(all), 10)]
-	res.Valid = len(all) == 0
+	res, err := history.Judge(ctx, c.Nodes[0].API, append(ids, probe.ID), ops, fs)
+	if err != nil {
+		return trouble(err)
+	}
 	if f.history != "" {
 		if err := history.WriteFile(f.history, ops, fs); err != nil {
 			return trouble(err)
@@ -164,7 +154,7 @@ func runCheck(ctx context.Context, c *cluster.Cluster, tl *timeline, f checkFlag
 	tl.result(res)
 	switch {
 	case !res.Valid:
-		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d violations", len(all))}
+		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d violations", res.ViolationCount)}
 	case pausesTried > 0 && res.FenceRejected == 0:
 		// A fault that did not bite proves nothing: the pauses froze nodes
 		// inside leases, so a working fence must have refused their writes.

@@ -34,9 +34,6 @@ type crashResult struct {
 	WaitRatio    float64 `json:"wait_over_remaining"`
 }
 
-// runCrash: node-a takes the account's lease and is killed holding it;
-// node-b's withdrawal waits until the lease runs out, then proceeds with a
-// higher token. Nothing of node-a's lands.
 func (f crashFlags) validate() error {
 	if f.amount < 1 || f.balance < f.amount {
 		return usageError("--balance must cover --amount")
@@ -44,7 +41,10 @@ func (f crashFlags) validate() error {
 	return nil
 }
 
-func runCrash(ctx context.Context, c *cluster.Cluster, tl *timeline, f crashFlags) error {
+// run: node-a takes the account's lease and is killed holding it; node-b's
+// withdrawal waits until the lease runs out, then proceeds with a higher
+// token. Nothing of node-a's lands.
+func (f crashFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) error {
 	a, b := c.Nodes[0], c.Nodes[1]
 	var res crashResult
 	acct, err := a.API.CreateAccount(ctx, "crash", f.balance)

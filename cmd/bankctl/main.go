@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/lockbank/lockbank/client"
 )
 
 func main() {
@@ -47,3 +49,23 @@ func usageError(format string, args ...any) error {
 }
 
 func trouble(err error) error { return &exitError{code: exitTrouble, msg: err.Error()} }
+
+// answer is what a withdrawal got: its entry (status 201), or the refusal's
+// status and code, or status 0 and "transport_error: …" when none came.
+type answer struct {
+	status int
+	code   string
+	entry  client.Entry
+}
+
+func withdraw(ctx context.Context, api *client.Client, id int64, w client.Withdrawal, opts ...client.CallOption) answer {
+	e, err := api.Withdraw(ctx, id, w, opts...)
+	var refusal *client.Error
+	switch {
+	case err == nil:
+		return answer{status: 201, entry: e}
+	case errors.As(err, &refusal):
+		return answer{status: refusal.Status, code: refusal.Code}
+	}
+	return answer{code: "transport_error: " + err.Error()}
+}

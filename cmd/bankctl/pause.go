@@ -64,7 +64,7 @@ func (f pauseFlags) validate() error {
 	return nil
 }
 
-func runPause(ctx context.Context, c *cluster.Cluster, tl *timeline, f pauseFlags) error {
+func (f pauseFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) error {
 	if f.client {
 		return pauseClient(ctx, c, tl, f)
 	}
@@ -125,26 +125,6 @@ func runPause(ctx context.Context, c *cluster.Cluster, tl *timeline, f pauseFlag
 		tl.event(a.Name, lateRefusal(ra.code), res.TokenA, fmt.Sprintf("%d %s", ra.status, ra.code), refusalTone(ra.code))
 	}
 	return pauseVerdict(ctx, b, tl, &res, f.amount)
-}
-
-// answer is what a withdrawal got: its entry (status 201), or the refusal's
-// status and code, or status 0 and "transport_error: …" when none came.
-type answer struct {
-	status int
-	code   string
-	entry  client.Entry
-}
-
-func withdraw(ctx context.Context, api *client.Client, id int64, w client.Withdrawal, opts ...client.CallOption) answer {
-	e, err := api.Withdraw(ctx, id, w, opts...)
-	var refusal *client.Error
-	switch {
-	case err == nil:
-		return answer{status: 201, entry: e}
-	case errors.As(err, &refusal):
-		return answer{status: refusal.Status, code: refusal.Code}
-	}
-	return answer{code: "transport_error: " + err.Error()}
 }
 
 // pauseRow freezes node-a inside its row transaction, holding the account's

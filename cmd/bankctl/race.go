@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"sort"
@@ -76,7 +75,7 @@ func (f raceFlags) validate() error {
 	return nil
 }
 
-func runRace(ctx context.Context, c *cluster.Cluster, tl *timeline, f raceFlags) error {
+func (f raceFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) error {
 	amount := f.amount
 	if amount == 0 {
 		amount = f.balance
@@ -127,17 +126,13 @@ func raceRound(ctx context.Context, c *cluster.Cluster, tl *timeline, f raceFlag
 		n := c.Nodes[i%len(c.Nodes)]
 		wg.Go(func() {
 			<-start
-			_, err := n.API.Withdraw(ctx, id, client.Withdrawal{Amount: amount, Strategy: strategy, Hold: f.hold})
-			var refusal *client.Error
-			code := ""
+			a := withdraw(ctx, n.API, id, client.Withdrawal{Amount: amount, Strategy: strategy, Hold: f.hold})
+			code := a.code
 			switch {
-			case err == nil:
-			case !errors.As(err, &refusal):
+			case a.status == 0:
 				code = "transport_error"
-			case refusal.Code == "":
-				code = fmt.Sprintf("http_%d", refusal.Status)
-			default:
-				code = refusal.Code
+			case a.status != 201 && code == "":
+				code = fmt.Sprintf("http_%d", a.status)
 			}
 			mu.Lock()
 			codes[code]++

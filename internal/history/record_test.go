@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -98,19 +99,15 @@ func TestWorkloadRun(t *testing.T) {
 		}}
 	r, faults := w.Run(ctx)
 	ops := r.Ops()
-	final, err := ReadAccount(ctx, live.API, id)
+	s, err := Judge(ctx, live.API, []int64{id}, ops, faults)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := Check(ops, []Account{final}); len(ops) < 20 || len(v) != 0 {
-		t.Fatalf("%d operations, violations %+v; want a valid history of at least 20", len(ops), v)
+	if !s.Valid || s.ViolationCount != 0 || len(ops) < 20 || s.Operations != len(ops) || s.Faults["pause"] < 1 || s.Outcomes[OutcomeOK] == 0 {
+		t.Fatalf("%d operations, summary %+v; want a valid history of at least 20", len(ops), s)
 	}
 	if len(faults) < 2 || len(faults) != len(kinds) || faults[0].Kind != "pause" || faults[1].Kind != "kill" || faults[0].End-faults[0].Start < 0.01 {
 		t.Fatalf("faults %+v (injected %v); want pause, kill, … each lasting its window", faults, kinds)
-	}
-	s := Summarize(ops, faults)
-	if s.Operations != len(ops) || s.Faults["pause"] < 1 || s.Outcomes[OutcomeOK] == 0 {
-		t.Fatalf("summary %+v", s)
 	}
 }
 
@@ -137,5 +134,26 @@ func TestSummarize(t *testing.T) {
 		s.Codes["no_answer"] != 2 || s.Codes["stale_fencing_token"] != 1 || s.Codes["lease_expired"] != 1 ||
 		s.Faults["pause"] != 2 || s.Faults["kill"] != 0 || s.PauseProbes != 2 || s.ProbesFenced != 1 {
 		t.Fatalf("summary %+v", s)
+	}
+}
+
+// TestJudge reports a broken history as invalid, with the count of its
+// violations and the first ten of them.
+func TestJudge(t *testing.T) {
+	t.Parallel()
+	live, _, id := nodes(t)
+	var ops []Op
+	for i := range 12 { // acknowledged deposits that never reached the ledger
+		ops = append(ops, Op{Index: i, Kind: "deposit", Account: id, Amount: 1, Key: fmt.Sprint("lost", i), Outcome: OutcomeOK})
+	}
+	s, err := Judge(context.Background(), live.API, []int64{id}, ops, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Valid || s.ViolationCount != 12 || len(s.Violations) != 10 || s.Violations[0].Rule != RuleAcknowledged {
+		t.Fatalf("summary %+v; want 12 acknowledged-in-ledger violations, 10 shown", s)
+	}
+	if _, err := Judge(context.Background(), live.API, []int64{id + 1000}, ops, nil); client.ErrorCode(err) != "account_not_found" {
+		t.Fatalf("judging a missing account: %v", err)
 	}
 }

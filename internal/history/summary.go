@@ -1,5 +1,11 @@
 package history
 
+import (
+	"context"
+
+	"github.com/lockbank/lockbank/client"
+)
+
 // Summary is a run in numbers, and its verdict.
 type Summary struct {
 	Valid          bool           `json:"valid"`
@@ -64,4 +70,22 @@ func Summarize(ops []Op, faults []Fault) Summary {
 // fence refused.
 func IsFenceRefusal(code string) bool {
 	return code == "stale_fencing_token" || code == "lease_expired"
+}
+
+// Judge reads the final state of accounts through api and judges the
+// history ops against it: the summary of ops and faults, with the verdict
+// (Valid, the number of violations and the first ten of them).
+func Judge(ctx context.Context, api *client.Client, accounts []int64, ops []Op, faults []Fault) (Summary, error) {
+	var finals []Account
+	for _, id := range accounts {
+		final, err := ReadAccount(ctx, api, id)
+		if err != nil {
+			return Summary{}, err
+		}
+		finals = append(finals, final)
+	}
+	s := Summarize(ops, faults)
+	all := Check(ops, finals)
+	s.Valid, s.ViolationCount, s.Violations = len(all) == 0, len(all), all[:min(len(all), 10)]
+	return s, nil
 }

@@ -57,8 +57,9 @@ type Result struct {
 	Accounts int       `json:"spread_accounts"`
 	Runs     []Run     `json:"runs"`
 	// Consistent: after the load, every bench account's balance equals its
-	// opening balance plus its ledger.
-	Consistent bool `json:"consistent"`
+	// opening balance plus its ledger; Unsound are those whose does not.
+	Consistent bool    `json:"consistent"`
+	Unsound    []int64 `json:"-"`
 }
 
 // Accounts are the bench's accounts.
@@ -87,7 +88,7 @@ func Seed(ctx context.Context, accounts *account.Service, spread int) (Accounts,
 	return a, nil
 }
 
-// Config is what Measure measures.
+// Config is what a bench measures.
 type Config struct {
 	Scenarios  []string // hot, spread
 	Clients    []int    // concurrency levels
@@ -95,20 +96,50 @@ type Config struct {
 	Baseline   bool     // also measure raw-sql
 	Duration   time.Duration
 	Warmup     time.Duration
+	Spread     int // accounts of the spread scenario
 	// Nodes are bankd's base URLs; a run's clients take turns on them.
 	Nodes []string
-	// Pool is the database of the raw-SQL baseline, with a connection for
-	// each client of the largest level.
+	// Pool is bankd's database: for the bench accounts, and the raw-SQL
+	// baseline's, with a connection for each client of the largest level.
 	Pool *pgxpool.Pool
 	// RSS, if set, is sampled after each run: bankd's peak resident set, MiB.
 	RSS func() float64
+	// Seeded, if set, hears the bench accounts once opened; Done, each run
+	// as it ends.
+	Seeded func(Accounts)
+	Done   func(Run)
+}
+
+// Bench opens the bench accounts (Seed), measures every run on them
+// (Measure), and then checks that the load left every account's balance
+// agreeing with its ledger (account.Service.Audit). When ctx ends it
+// returns what it has and ctx's error.
+func Bench(ctx context.Context, cfg Config) (Result, error) {
+	accounts := account.NewService(cfg.Pool, account.Options{})
+	accts, err := Seed(ctx, accounts, cfg.Spread)
+	if err != nil {
+		return Result{}, err
+	}
+	if cfg.Seeded != nil {
+		cfg.Seeded(accts)
+	}
+	res := Result{Started: time.Now().UTC(), Machine: Machine(), Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(),
+		Nodes: len(cfg.Nodes), Accounts: len(accts.Spread)}
+	if res.Runs, err = Measure(ctx, cfg, accts); err != nil {
+		return res, err
+	}
+	// Speed is worth nothing if money went astray under the load.
+	if res.Unsound, err = accounts.Audit(ctx, accts.All()); err != nil {
+		return res, fmt.Errorf("check the bench accounts: %w", err)
+	}
+	res.Consistent = len(res.Unsound) == 0
+	return res, nil
 }
 
 // Measure runs every scenario, concurrency and target in turn on accts and
-// returns the runs, each bankd run with its ratio to raw SQL. done, if set,
-// hears each run as it ends. When ctx ends it returns the runs so far and
-// ctx's error.
-func Measure(ctx context.Context, cfg Config, accts Accounts, done func(Run)) ([]Run, error) {
+// returns the runs, each bankd run with its ratio to raw SQL. When ctx ends
+// it returns the runs so far and ctx's error.
+func Measure(ctx context.Context, cfg Config, accts Accounts) ([]Run, error) {
 	hc := newHTTPClient(slices.Max(cfg.Clients) + 8)
 	defer hc.CloseIdleConnections()
 	var runs []Run
@@ -134,8 +165,8 @@ func Measure(ctx context.Context, cfg Config, accts Accounts, done func(Run)) ([
 					r.RSSMiB = cfg.RSS()
 				}
 				runs = append(runs, r)
-				if done != nil {
-					done(r)
+				if cfg.Done != nil {
+					cfg.Done(r)
 				}
 				if ctx.Err() != nil {
 					return runs, ctx.Err()

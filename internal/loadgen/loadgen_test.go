@@ -17,30 +17,29 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// TestMeasure runs a tiny bench against bankd's handler on a real
-// database: every scenario, level and target is measured, bankd's runs
-// carry their ratio to raw SQL, and the load leaves every account sound —
-// raw SQL's withdrawals included, in the ledger.
-func TestMeasure(t *testing.T) {
+// TestBench runs a tiny bench against bankd's handler on a real database:
+// every scenario, level and target is measured, bankd's runs carry their
+// ratio to raw SQL, and the load leaves every account sound — raw SQL's
+// withdrawals included, in the ledger.
+func TestBench(t *testing.T) {
 	t.Parallel()
 	srv := bankdtest.Start(t, nil)
 	ctx := context.Background()
-	accounts := account.NewService(srv.Pool, account.Options{})
-	accts, err := Seed(ctx, accounts, 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(accts.Spread) != 20 || len(accts.All()) != 21 {
-		t.Fatalf("seeded %+v; want 1 hot and 20 spread", accts)
-	}
-	var heard []Run
+	var (
+		accts Accounts
+		heard []Run
+	)
 	cfg := Config{Scenarios: []string{"hot", "spread"}, Clients: []int{1, 3}, Strategies: []string{"row", "lease"}, Baseline: true,
-		Duration: 300 * time.Millisecond, Warmup: 50 * time.Millisecond, Nodes: []string{srv.URL, srv.URL}, Pool: srv.Pool,
-		RSS: func() float64 { return 12.5 }}
-	runs, err := Measure(ctx, cfg, accts, func(r Run) { heard = append(heard, r) })
+		Duration: 300 * time.Millisecond, Warmup: 50 * time.Millisecond, Spread: 20, Nodes: []string{srv.URL, srv.URL}, Pool: srv.Pool,
+		RSS: func() float64 { return 12.5 }, Seeded: func(a Accounts) { accts = a }, Done: func(r Run) { heard = append(heard, r) }}
+	res, err := Bench(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(accts.Spread) != 20 || len(accts.All()) != 21 || res.Accounts != 20 || res.Nodes != 2 || !res.Consistent || len(res.Unsound) != 0 {
+		t.Fatalf("seeded %+v, result %+v; want 1 hot and 20 spread, consistent", accts, res)
+	}
+	runs := res.Runs
 	if len(runs) != 2*2*3 || len(heard) != len(runs) {
 		t.Fatalf("%d runs, %d heard; want 12 (hot and spread × 1 and 3 clients × raw-sql, row, lease)", len(runs), len(heard))
 	}
@@ -53,12 +52,31 @@ func TestMeasure(t *testing.T) {
 			t.Errorf("run %+v: only bankd's runs carry a ratio to raw SQL", r)
 		}
 	}
-	if bad, err := accounts.Audit(ctx, accts.All()); err != nil || len(bad) != 0 {
+	if bad, err := account.NewService(srv.Pool, account.Options{}).Audit(ctx, accts.All()); err != nil || len(bad) != 0 {
 		t.Fatalf("audit after the load: %v, %v", bad, err)
 	}
 	var rawEntries int
 	if err := srv.Pool.QueryRow(ctx, `SELECT count(*) FROM ledger_entries WHERE strategy = 'raw-sql'`).Scan(&rawEntries); err != nil || rawEntries == 0 {
 		t.Fatalf("%d raw-sql entries (%v): the baseline's withdrawals must be in the ledger", rawEntries, err)
+	}
+}
+
+// TestBenchFindsUnsoundAccounts: an account whose balance moved without
+// its ledger during the load is reported, and the bench is not consistent.
+func TestBenchFindsUnsoundAccounts(t *testing.T) {
+	t.Parallel()
+	srv := bankdtest.Start(t, nil)
+	var hot int64
+	cfg := Config{Scenarios: []string{"hot"}, Clients: []int{1}, Strategies: []string{"row"}, Duration: 100 * time.Millisecond,
+		Nodes: []string{srv.URL}, Pool: srv.Pool, Seeded: func(a Accounts) { hot = a.Hot },
+		Done: func(Run) {
+			if _, err := srv.Pool.Exec(context.Background(), `UPDATE accounts SET balance = balance - 7 WHERE id = $1`, hot); err != nil {
+				t.Fatal(err) // Done runs on the test's goroutine, inside Bench
+			}
+		}}
+	res, err := Bench(context.Background(), cfg)
+	if err != nil || res.Consistent || len(res.Unsound) != 1 || res.Unsound[0] != hot {
+		t.Fatalf("result %+v, %v; want account %d unsound", res, err, hot)
 	}
 }
 
@@ -73,8 +91,8 @@ func TestMeasureStops(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := Config{Scenarios: []string{"hot"}, Clients: []int{1, 2, 4}, Strategies: []string{"row"}, Duration: 200 * time.Millisecond,
-		Nodes: []string{srv.URL}, Pool: srv.Pool}
-	runs, err := Measure(ctx, cfg, accts, func(Run) { cancel() })
+		Nodes: []string{srv.URL}, Pool: srv.Pool, Done: func(Run) { cancel() }}
+	runs, err := Measure(ctx, cfg, accts)
 	if err != context.Canceled || len(runs) != 1 {
 		t.Fatalf("%d runs, %v; want the first run, then context.Canceled", len(runs), err)
 	}
