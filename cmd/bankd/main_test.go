@@ -25,28 +25,10 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// syncBuffer collects a server's log lines from its goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type bankd struct {
 	url  string
 	api  *client.Client
-	logs *syncBuffer
+	logs *cluster.LogBuffer
 	stop func() error // cancels run's context and returns what run returned
 }
 
@@ -57,7 +39,7 @@ func startBankd(t *testing.T, env map[string]string, args ...string) bankd {
 	addr := freeAddr(t)
 	env["BANKD_ADDR"] = addr
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &cluster.LogBuffer{}
 	exited := make(chan struct{})
 	var runErr error
 	go func() {

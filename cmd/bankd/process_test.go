@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,35 +15,22 @@ import (
 	"github.com/lockbank/lockbank/internal/wait"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 // bankdBinary builds bankd once per test run, for tests that need it as a
 // real process: one that can be frozen with SIGSTOP and killed with SIGKILL.
 func bankdBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bankd-bin-*")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath, buildErr = cluster.Build(context.Background(), dir)
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	bin, err := cluster.BuildOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	return bin
 }
 
 // startProcess runs bankd as a child process in demo mode, with args, until
 // the test ends (internal/cluster: the one way to start bankd as a process).
 func startProcess(t *testing.T, node, databaseURL string, args ...string) *cluster.Node {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &cluster.LogBuffer{}
 	n, err := cluster.StartNode(context.Background(), cluster.NodeOptions{Binary: bankdBinary(t), Name: node, DatabaseURL: databaseURL,
 		Args: append([]string{"--unsafe-demo"}, args...), Log: logs})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // Bankd finds a bankd binary: next to the running executable, then on PATH,
@@ -45,6 +46,26 @@ func Build(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("build bankd: %v\n%s", err, msg)
 	}
 	return out, nil
+}
+
+var (
+	buildOnce sync.Once
+	built     string
+	buildErr  error
+)
+
+// BuildOnce is Build into a temporary directory, once per process: for
+// tests, which start many nodes of the code under test.
+func BuildOnce(ctx context.Context) (string, error) {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "bankd-bin-*")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		built, buildErr = Build(ctx, dir)
+	})
+	return built, buildErr
 }
 
 // moduleRoot finds the lockbank checkout around the working directory.

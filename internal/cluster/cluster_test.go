@@ -5,8 +5,6 @@ import (
 	"errors"
 	"os"
 	"slices"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,49 +19,18 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 func bankd(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cluster-bankd-*")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath, buildErr = cluster.Build(context.Background(), dir)
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	bin, err := cluster.BuildOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	return bin
 }
 
-// logBuffer collects a process's output from exec's copying goroutine.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func startNode(t *testing.T, name string, args ...string) (*cluster.Node, *logBuffer) {
+func startNode(t *testing.T, name string, args ...string) (*cluster.Node, *cluster.LogBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &cluster.LogBuffer{}
 	n, err := cluster.StartNode(context.Background(), cluster.NodeOptions{Binary: bankd(t), Name: name, DatabaseURL: pgtest.URL(t), Args: args, Log: logs})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, logs)
@@ -131,7 +98,7 @@ func TestNodeFaults(t *testing.T) {
 // not waited for a minute.
 func TestStartNodeThatExits(t *testing.T) {
 	t.Parallel()
-	logs := &logBuffer{}
+	logs := &cluster.LogBuffer{}
 	start := time.Now()
 	_, err := cluster.StartNode(context.Background(), cluster.NodeOptions{Binary: bankd(t), Name: "node-bad", DatabaseURL: "postgres://127.0.0.1:1/none",
 		Args: []string{"--log-format", "xml"}, Log: logs})

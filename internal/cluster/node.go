@@ -101,6 +101,25 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// LogBuffer collects a process's output (NodeOptions.Log) as it comes, for
+// a test to show when it fails. It is safe for concurrent use.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func (n *Node) startProcess() error {
 	p, exited, err := n.spawn()
 	if err != nil {
