@@ -62,6 +62,26 @@ SELECT ` + entryColumns + ` FROM entry`
 // locks or reads the account and reads the stored outcomes of its keys; the
 // second writes.
 
+// Seeding (CreateMany): n new accounts in one statement. The one statement
+// that writes more than one account's rows — new rows, visible to nobody
+// until commit, so it contends with nothing and locks nothing anyone waits
+// for; setup, not a change to anyone's money.
+const sqlCreateAccounts = `
+INSERT INTO accounts (owner, balance, opening_balance)
+SELECT $1, $2, $2 FROM generate_series(1, $3)
+RETURNING id`
+
+// The audit (Audit): the accounts of $1 whose balance disagrees with their
+// ledger. A read of many accounts in one snapshot; no lock.
+const sqlAudit = `
+SELECT a.id FROM accounts a
+LEFT JOIN (
+    SELECT account_id, sum(CASE kind WHEN 'deposit' THEN amount ELSE -amount END) AS delta
+    FROM ledger_entries WHERE account_id = ANY($1) GROUP BY account_id
+) l ON l.account_id = a.id
+WHERE a.id = ANY($1) AND a.balance <> a.opening_balance + coalesce(l.delta, 0)
+ORDER BY a.id`
+
 // FOR UPDATE takes the account's row lock: the pessimistic lock of the row
 // strategy. Every other writer of this account queues here until we commit,
 // so the balance we read stays true until we write.

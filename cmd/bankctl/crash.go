@@ -4,9 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/lockbank/lockbank/client"
+	"github.com/lockbank/lockbank/internal/cluster"
+	"github.com/lockbank/lockbank/internal/history"
 )
 
 type crashFlags struct {
@@ -31,9 +34,6 @@ type crashResult struct {
 	WaitRatio    float64 `json:"wait_over_remaining"`
 }
 
-// runCrash: node-a takes the account's lease and is killed holding it;
-// node-b's withdrawal waits until the lease runs out, then proceeds with a
-// higher token. Nothing of node-a's lands.
 func (f crashFlags) validate() error {
 	if f.amount < 1 || f.balance < f.amount {
 		return usageError("--balance must cover --amount")
@@ -41,60 +41,64 @@ func (f crashFlags) validate() error {
 	return nil
 }
 
-func runCrash(ctx context.Context, c *cluster, tl *timeline, f crashFlags) error {
-	a, b := c.nodes[0], c.nodes[1]
+// run: node-a takes the account's lease and is killed holding it; node-b's
+// withdrawal waits until the lease runs out, then proceeds with a higher
+// token. Nothing of node-a's lands.
+func (f crashFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) error {
+	a, b := c.Nodes[0], c.Nodes[1]
 	var res crashResult
-	id, err := a.api.createAccount(ctx, "crash", f.balance)
+	acct, err := a.API.CreateAccount(ctx, "crash", f.balance)
 	if err != nil {
 		return trouble(err)
 	}
+	id := acct.ID
 	res.Account = id
 	resource := "account:" + strconv.FormatInt(id, 10)
-	tl.event(a.name, fmt.Sprintf("opens account %d with %d", id, f.balance), 0, "", plain)
+	tl.event(a.Name, fmt.Sprintf("opens account %d with %d", id, f.balance), 0, "", plain)
 
 	go func() {
 		// It will never answer: node-a dies holding the lease.
-		_, _ = a.api.withdraw(ctx, id, withdrawal{Amount: f.amount, Strategy: "lease", HoldMS: 30000}, nil)
+		_, _ = a.API.Withdraw(ctx, id, client.Withdrawal{Amount: f.amount, Strategy: "lease", Hold: 30 * time.Second})
 	}()
-	lock, err := waitForHolder(ctx, b.api, resource, a.name)
+	lock, err := b.WaitHolder(ctx, resource, a.Name, 30*time.Second)
 	if err != nil {
 		return trouble(err)
 	}
-	res.TokenA, res.RemainingMS = lock.int("token"), lock.int("ttl_remaining_ms")
-	tl.event(a.name, "takes the lease, withdrawing", res.TokenA, fmt.Sprintf("lease ends in %dms", res.RemainingMS), plain)
-	if err := a.kill(ctx); err != nil {
+	res.TokenA, res.RemainingMS = lock.Token, lock.Remaining.Milliseconds()
+	tl.event(a.Name, "takes the lease, withdrawing", res.TokenA, fmt.Sprintf("lease ends in %dms", res.RemainingMS), plain)
+	if err := a.Kill(ctx); err != nil {
 		return trouble(err)
 	}
 	killed := time.Now()
 	how := "SIGKILL"
-	if a.docker != "" {
-		how = "docker kill " + a.docker
+	if a.Docker() != "" {
+		how = "docker kill " + a.Docker()
 	}
-	tl.event(a.name, "KILLED ("+how+"), holding the lease", res.TokenA, "no release", bad)
+	tl.event(a.Name, "KILLED ("+how+"), holding the lease", res.TokenA, "no release", bad)
 
-	tl.event(b.name, fmt.Sprintf("withdraws %d (lease): waits for the lock", f.amount), 0, "", plain)
-	rb, err := b.api.withdraw(ctx, id, withdrawal{Amount: f.amount, Strategy: "lease"}, nil)
+	tl.event(b.Name, fmt.Sprintf("withdraws %d (lease): waits for the lock", f.amount), 0, "", plain)
+	rb, err := b.API.Withdraw(ctx, id, client.Withdrawal{Amount: f.amount, Strategy: "lease"})
 	waited := time.Since(killed)
 	res.WaitedMS = waited.Milliseconds()
-	if err != nil || rb.Status != http.StatusCreated {
-		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("node-b never got the lock: %v %d %v", err, rb.Status, rb.Body)}
+	if err != nil {
+		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("node-b never got the lock: %v", err)}
 	}
-	res.TokenB = rb.int("fence_token")
-	tl.event(b.name, fmt.Sprintf("gets the lease after %s, withdraws", waited.Round(10*time.Millisecond)), res.TokenB,
-		fmt.Sprintf("201, balance %d", rb.int("balance")), good)
+	res.TokenB = rb.FenceToken
+	tl.event(b.Name, fmt.Sprintf("gets the lease after %s, withdraws", waited.Round(10*time.Millisecond)), res.TokenB,
+		fmt.Sprintf("201, balance %d", rb.Balance), good)
 	if res.RemainingMS > 0 {
 		res.WaitRatio = float64(res.WaitedMS) / float64(res.RemainingMS)
 	}
-	if err := a.restart(ctx); err == nil && a.docker != "" {
-		tl.event(a.name, "docker start "+a.docker, 0, "back", plain)
+	if err := a.Restart(ctx); err == nil && a.Docker() != "" {
+		tl.event(a.Name, "docker start "+a.Docker(), 0, "back", plain)
 	}
 
-	st, err := b.api.account(ctx, id)
+	st, err := history.ReadAccount(ctx, b.API, id)
 	if err != nil {
 		return trouble(err)
 	}
 	res.Balance, res.LedgerWrites = st.Balance, len(st.Entries)
-	ok := res.TokenB > res.TokenA && st.consistent() && st.Withdrawn == f.amount && len(st.Entries) == 1
+	ok := res.TokenB > res.TokenA && st.Consistent() && st.Withdrawn() == f.amount && len(st.Entries) == 1
 	res.Verdict = "FREED AFTER TTL"
 	if !ok {
 		res.Verdict = "UNEXPECTED"

@@ -1,9 +1,3 @@
-// Command bankctl plays the seed's scenarios against bankd nodes — the race
-// without locks, a holder that pauses past its lease, a holder that crashes —
-// and prints what happened as a timeline and a verdict.
-//
-// With no --targets it starts its own cluster (a private PostgreSQL and two
-// bankd processes, node-a and node-b, in demo mode) and stops it at the end.
 package main
 
 import (
@@ -13,12 +7,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/lockbank/lockbank/client"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	var exit *exitError
 	switch {
 	case err == nil:
@@ -50,4 +46,26 @@ func (e *exitError) Error() string { return e.msg }
 
 func usageError(format string, args ...any) error {
 	return &exitError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
+}
+
+func trouble(err error) error { return &exitError{code: exitTrouble, msg: err.Error()} }
+
+// answer is what a withdrawal got: its entry (status 201), or the refusal's
+// status and code, or status 0 and "transport_error: …" when none came.
+type answer struct {
+	status int
+	code   string
+	entry  client.Entry
+}
+
+func withdraw(ctx context.Context, api *client.Client, id int64, w client.Withdrawal, opts ...client.CallOption) answer {
+	e, err := api.Withdraw(ctx, id, w, opts...)
+	var refusal *client.Error
+	switch {
+	case err == nil:
+		return answer{status: 201, entry: e}
+	case errors.As(err, &refusal):
+		return answer{status: refusal.Status, code: refusal.Code}
+	}
+	return answer{code: "transport_error: " + err.Error()}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockbank/lockbank/internal/loadgen"
 	"github.com/lockbank/lockbank/internal/pglocal"
 )
 
@@ -24,7 +25,7 @@ func bankctl(t *testing.T, args ...string) (map[string]any, []any, error) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	err := run(ctx, append(args, "--json"), func(string) string { return "" }, &out, &errOut)
+	err := run(ctx, append(args, "--json"), &out, &errOut)
 	var obj map[string]any
 	var list []any
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
@@ -122,7 +123,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "--strategies", "unsafe"},
 		{"bench", "--duration", "10ms"},
 	} {
-		err := run(context.Background(), args, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{})
+		err := run(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
 		var exit *exitError
 		if !errors.As(err, &exit) || exit.code != exitUsage {
 			t.Errorf("bankctl %v: %v, want exit code %d", args, err, exitUsage)
@@ -183,7 +184,7 @@ func TestBench(t *testing.T) {
 		if run["ok"].(float64) < 1 || run["errors"] != nil || run["p99_ms"].(float64) < run["p50_ms"].(float64) {
 			t.Errorf("run %v: want successes, no errors, p99 ≥ p50", run)
 		}
-		if ratio, _ := run["vs_raw_sql"].(float64); (run["target"] == targetRawSQL) != (ratio == 0) {
+		if ratio, _ := run["vs_raw_sql"].(float64); (run["target"] == loadgen.TargetRawSQL) != (ratio == 0) {
 			t.Errorf("run %v: only bankd's runs carry a ratio to raw SQL", run)
 		}
 		if rss, _ := run["bankd_rss_mib"].(float64); rss <= 0 {

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/lockbank/lockbank/client"
+	"github.com/lockbank/lockbank/internal/cluster"
+	"github.com/lockbank/lockbank/internal/history"
 )
 
 type pauseFlags struct {
@@ -60,68 +64,65 @@ func (f pauseFlags) validate() error {
 	return nil
 }
 
-func runPause(ctx context.Context, c *cluster, tl *timeline, f pauseFlags) error {
+func (f pauseFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) error {
 	if f.client {
 		return pauseClient(ctx, c, tl, f)
 	}
-	a, b := c.nodes[0], c.nodes[1]
+	a, b := c.Nodes[0], c.Nodes[1]
 	res := pauseResult{Strategy: f.strategy, Mode: "server"}
-	id, err := a.api.createAccount(ctx, "pause", f.balance)
+	acct, err := a.API.CreateAccount(ctx, "pause", f.balance)
 	if err != nil {
 		return trouble(err)
 	}
+	id := acct.ID
 	res.Account = id
 	resource := "account:" + strconv.FormatInt(id, 10)
-	tl.event(a.name, fmt.Sprintf("opens account %d with %d", id, f.balance), 0, "", plain)
+	tl.event(a.Name, fmt.Sprintf("opens account %d with %d", id, f.balance), 0, "", plain)
 
-	late := make(chan reply, 1)
+	late := make(chan answer, 1)
 	go func() {
-		r, err := a.api.withdraw(ctx, id, withdrawal{Amount: f.amount, Strategy: f.strategy, HoldMS: f.hold.Milliseconds()}, nil)
-		if err != nil {
-			r = reply{Code: "transport_error: " + err.Error()}
-		}
-		late <- r
+		late <- withdraw(ctx, a.API, id, client.Withdrawal{Amount: f.amount, Strategy: f.strategy, Hold: f.hold})
 	}()
-	tl.event(a.name, fmt.Sprintf("withdraws %d (%s, hold %s)", f.amount, f.strategy, f.hold), 0, "sent", plain)
+	tl.event(a.Name, fmt.Sprintf("withdraws %d (%s, hold %s)", f.amount, f.strategy, f.hold), 0, "sent", plain)
 	if f.strategy == "row" {
 		return pauseRow(ctx, a, b, tl, f, &res, late)
 	}
-	lock, err := waitForHolder(ctx, b.api, resource, a.name)
+	lock, err := b.WaitHolder(ctx, resource, a.Name, 30*time.Second)
 	if err != nil {
 		return trouble(err)
 	}
-	res.TokenA = lock.int("token")
-	tl.event(a.name, "holds the lease, has read the balance", res.TokenA, fmt.Sprintf("lease ends in %dms", lock.int("ttl_remaining_ms")), plain)
+	res.TokenA = lock.Token
+	tl.event(a.Name, "holds the lease, has read the balance", res.TokenA, fmt.Sprintf("lease ends in %dms", lock.Remaining.Milliseconds()), plain)
 	time.Sleep(200 * time.Millisecond) // inside node-a's hold: read done, write not yet
-	if err := a.freeze(ctx); err != nil {
+	if err := a.Freeze(ctx); err != nil {
 		return trouble(err)
 	}
-	tl.event(a.name, "FROZEN ("+pauseHow(a)+")", 0, "", bad)
-	if err := waitLeaseOver(ctx, b.api, resource); err != nil {
-		_ = a.resume(ctx)
+	tl.event(a.Name, "FROZEN ("+pauseHow(a)+")", 0, "", bad)
+	if err := b.WaitLeaseOver(ctx, resource, 11*time.Minute); err != nil { // the longest TTL bankd grants, and some
+		_ = a.Resume(ctx)
 		return trouble(err)
 	}
 	tl.event("", "node-a's lease runs out (by the database's clock)", res.TokenA, "", plain)
 
-	rb, err := b.api.withdraw(ctx, id, withdrawal{Amount: f.amount, Strategy: f.strategy}, nil)
-	if err != nil || rb.Status != http.StatusCreated {
-		_ = a.resume(ctx)
-		return trouble(fmt.Errorf("node-b's withdrawal: %v %d %v", err, rb.Status, rb.Body))
+	rb, err := b.API.Withdraw(ctx, id, client.Withdrawal{Amount: f.amount, Strategy: f.strategy})
+	if err != nil {
+		_ = a.Resume(ctx)
+		return trouble(fmt.Errorf("node-b's withdrawal: %w", err))
 	}
-	res.TokenB = rb.int("fence_token")
-	tl.event(b.name, fmt.Sprintf("takes the lease, withdraws %d", f.amount), res.TokenB, fmt.Sprintf("201, balance %d", rb.int("balance")), good)
+	res.TokenB = rb.FenceToken
+	tl.event(b.Name, fmt.Sprintf("takes the lease, withdraws %d", f.amount), res.TokenB, fmt.Sprintf("201, balance %d", rb.Balance), good)
 
-	if err := a.resume(ctx); err != nil {
+	if err := a.Resume(ctx); err != nil {
 		return trouble(err)
 	}
-	tl.event(a.name, "resumes and writes, as if nothing happened", res.TokenA, "", plain)
+	tl.event(a.Name, "resumes and writes, as if nothing happened", res.TokenA, "", plain)
 	ra := <-late
-	if ra.Status == http.StatusCreated {
+	if ra.status == 201 {
 		res.LateA = "201"
-		tl.event(a.name, "late write LANDS", res.TokenA, fmt.Sprintf("201, balance %d", ra.int("balance")), bad)
+		tl.event(a.Name, "late write LANDS", res.TokenA, fmt.Sprintf("201, balance %d", ra.entry.Balance), bad)
 	} else {
-		res.LateA = ra.Code
-		tl.event(a.name, lateRefusal(ra.Code), res.TokenA, fmt.Sprintf("%d %s", ra.Status, ra.Code), refusalTone(ra.Code))
+		res.LateA = ra.code
+		tl.event(a.Name, lateRefusal(ra.code), res.TokenA, fmt.Sprintf("%d %s", ra.status, ra.code), refusalTone(ra.code))
 	}
 	return pauseVerdict(ctx, b, tl, &res, f.amount)
 }
@@ -129,96 +130,100 @@ func runPause(ctx context.Context, c *cluster, tl *timeline, f pauseFlags) error
 // pauseRow freezes node-a inside its row transaction, holding the account's
 // row lock. node-b queues for the row until PostgreSQL ends node-a's idle
 // session (bankd's --row-lock-ttl); node-a's late write then fails.
-func pauseRow(ctx context.Context, a, b *node, tl *timeline, f pauseFlags, res *pauseResult, late <-chan reply) error {
+func pauseRow(ctx context.Context, a, b *cluster.Node, tl *timeline, f pauseFlags, res *pauseResult, late <-chan answer) error {
 	time.Sleep(200 * time.Millisecond) // inside node-a's hold: row locked and read, write not yet
-	if err := a.freeze(ctx); err != nil {
+	if err := a.Freeze(ctx); err != nil {
 		return trouble(err)
 	}
-	tl.event(a.name, "FROZEN ("+pauseHow(a)+") holding the row lock", 0, "", bad)
+	tl.event(a.Name, "FROZEN ("+pauseHow(a)+") holding the row lock", 0, "", bad)
 	frozen := time.Now()
-	tl.event(b.name, fmt.Sprintf("withdraws %d (row): queues for the row lock", f.amount), 0, "", plain)
-	rb, err := b.api.withdraw(ctx, res.Account, withdrawal{Amount: f.amount, Strategy: "row"}, nil)
-	if err != nil || rb.Status != http.StatusCreated {
-		_ = a.resume(ctx)
-		return trouble(fmt.Errorf("node-b's withdrawal: %v %d %v", err, rb.Status, rb.Body))
+	tl.event(b.Name, fmt.Sprintf("withdraws %d (row): queues for the row lock", f.amount), 0, "", plain)
+	rb, err := b.API.Withdraw(ctx, res.Account, client.Withdrawal{Amount: f.amount, Strategy: "row"})
+	if err != nil {
+		_ = a.Resume(ctx)
+		return trouble(fmt.Errorf("node-b's withdrawal: %w", err))
 	}
-	tl.event(b.name, fmt.Sprintf("gets the row after %s (node-a's session ended), withdraws", time.Since(frozen).Round(10*time.Millisecond)), 0,
-		fmt.Sprintf("201, balance %d", rb.int("balance")), good)
-	if err := a.resume(ctx); err != nil {
+	tl.event(b.Name, fmt.Sprintf("gets the row after %s (node-a's session ended), withdraws", time.Since(frozen).Round(10*time.Millisecond)), 0,
+		fmt.Sprintf("201, balance %d", rb.Balance), good)
+	if err := a.Resume(ctx); err != nil {
 		return trouble(err)
 	}
-	tl.event(a.name, "resumes and writes, as if nothing happened", 0, "", plain)
+	tl.event(a.Name, "resumes and writes, as if nothing happened", 0, "", plain)
 	ra := <-late
-	if ra.Status == http.StatusCreated {
+	if ra.status == 201 {
 		res.LateA = "201"
-		tl.event(a.name, "late write LANDS", 0, fmt.Sprintf("201, balance %d", ra.int("balance")), bad)
+		tl.event(a.Name, "late write LANDS", 0, fmt.Sprintf("201, balance %d", ra.entry.Balance), bad)
 	} else {
-		res.LateA = ra.Code
-		tl.event(a.name, "late write fails: its transaction is gone", 0, fmt.Sprintf("%d %s", ra.Status, ra.Code), good)
+		res.LateA = ra.code
+		tl.event(a.Name, "late write fails: its transaction is gone", 0, fmt.Sprintf("%d %s", ra.status, ra.code), good)
 	}
 	return pauseVerdict(ctx, b, tl, res, f.amount)
 }
 
 // pauseClient is the README's curl story: the nodes are clients of the lock
 // API, and their writes carry Fencing-Token.
-func pauseClient(ctx context.Context, c *cluster, tl *timeline, f pauseFlags) error {
-	a, b := c.nodes[0], c.nodes[1]
+func pauseClient(ctx context.Context, c *cluster.Cluster, tl *timeline, f pauseFlags) error {
+	a, b := c.Nodes[0], c.Nodes[1]
 	res := pauseResult{Strategy: "row + Fencing-Token", Mode: "client"}
-	id, err := a.api.createAccount(ctx, "pause-client", f.balance)
+	acct, err := a.API.CreateAccount(ctx, "pause-client", f.balance)
 	if err != nil {
 		return trouble(err)
 	}
+	id := acct.ID
 	res.Account = id
-	lockPath := "/v1/locks/account:" + strconv.FormatInt(id, 10)
+	resource := "account:" + strconv.FormatInt(id, 10)
+	lockPath := "/v1/locks/" + resource
 	const ttl = 2 * time.Second
-	la, err := a.api.do(ctx, "POST", lockPath, map[string]any{"holder": "node-a", "ttl_ms": ttl.Milliseconds()}, nil)
-	if err != nil || la.Status != http.StatusCreated {
-		return trouble(fmt.Errorf("node-a's lock: %v %d %v", err, la.Status, la.Body))
+	la, err := a.API.Acquire(ctx, resource, client.LockRequest{Holder: "node-a", TTL: ttl})
+	if err != nil {
+		return trouble(fmt.Errorf("node-a's lock: %w", err))
 	}
-	res.TokenA = la.int("token")
+	res.TokenA = la.Token
 	tl.event("node-a", fmt.Sprintf("POST %s (ttl %s)", lockPath, ttl), res.TokenA, "201", plain)
 	tl.event("node-a", "pauses (GC, swap, a frozen VM) past its lease", 0, "", bad)
 	time.Sleep(ttl + 300*time.Millisecond)
 
-	lb, err := b.api.do(ctx, "POST", lockPath, map[string]any{"holder": "node-b", "ttl_ms": 30000}, nil)
-	if err != nil || lb.Status != http.StatusCreated {
-		return trouble(fmt.Errorf("node-b's lock: %v %d %v", err, lb.Status, lb.Body))
-	}
-	res.TokenB = lb.int("token")
-	tl.event("node-b", "POST "+lockPath, res.TokenB, "201", good)
-	rb, err := b.api.withdraw(ctx, id, withdrawal{Amount: f.amount}, map[string]string{"Fencing-Token": strconv.FormatInt(res.TokenB, 10)})
-	if err != nil || rb.Status != http.StatusCreated {
-		return trouble(fmt.Errorf("node-b's withdrawal: %v %d %v", err, rb.Status, rb.Body))
-	}
-	tl.event("node-b", fmt.Sprintf("withdraws %d with Fencing-Token %d", f.amount, res.TokenB), res.TokenB, fmt.Sprintf("201, balance %d", rb.int("balance")), good)
-
-	ra, err := a.api.withdraw(ctx, id, withdrawal{Amount: f.amount}, map[string]string{"Fencing-Token": strconv.FormatInt(res.TokenA, 10)})
+	lb, err := b.API.Acquire(ctx, resource, client.LockRequest{Holder: "node-b", TTL: 30 * time.Second})
 	if err != nil {
-		return trouble(err)
+		return trouble(fmt.Errorf("node-b's lock: %w", err))
 	}
-	if ra.Status == http.StatusCreated {
+	res.TokenB = lb.Token
+	tl.event("node-b", "POST "+lockPath, res.TokenB, "201", good)
+	rb, err := b.API.Withdraw(ctx, id, client.Withdrawal{Amount: f.amount}, client.FencingToken(res.TokenB))
+	if err != nil {
+		return trouble(fmt.Errorf("node-b's withdrawal: %w", err))
+	}
+	tl.event("node-b", fmt.Sprintf("withdraws %d with Fencing-Token %d", f.amount, res.TokenB), res.TokenB, fmt.Sprintf("201, balance %d", rb.Balance), good)
+
+	ra := withdraw(ctx, a.API, id, client.Withdrawal{Amount: f.amount}, client.FencingToken(res.TokenA))
+	wakes := fmt.Sprintf("wakes, withdraws %d with Fencing-Token %d", f.amount, res.TokenA)
+	switch {
+	case ra.status == 0:
+		return trouble(errors.New(ra.code))
+	case ra.status == 201:
 		res.LateA = "201"
-		tl.event("node-a", fmt.Sprintf("wakes, withdraws %d with Fencing-Token %d", f.amount, res.TokenA), res.TokenA, "201: LANDS", bad)
-	} else {
-		res.LateA = ra.Code
-		tl.event("node-a", fmt.Sprintf("wakes, withdraws %d with Fencing-Token %d", f.amount, res.TokenA), res.TokenA, fmt.Sprintf("%d %s", ra.Status, ra.Code), refusalTone(ra.Code))
+		tl.event("node-a", wakes, res.TokenA, "201: LANDS", bad)
+	default:
+		res.LateA = ra.code
+		tl.event("node-a", wakes, res.TokenA, fmt.Sprintf("%d %s", ra.status, ra.code), refusalTone(ra.code))
 	}
-	rel, err := b.api.do(ctx, "DELETE", lockPath, nil, map[string]string{"Lease-Id": lb.str("lease_id")})
-	if err == nil {
-		tl.event("node-b", "DELETE "+lockPath, res.TokenB, strconv.Itoa(rel.Status), plain)
+	var rel client.Response
+	_ = b.API.Release(ctx, resource, lb.ID, client.CaptureResponse(&rel))
+	if rel.StatusCode != 0 {
+		tl.event("node-b", "DELETE "+lockPath, res.TokenB, strconv.Itoa(rel.StatusCode), plain)
 	}
 	return pauseVerdict(ctx, b, tl, &res, f.amount)
 }
 
-func pauseVerdict(ctx context.Context, reader *node, tl *timeline, res *pauseResult, amount int64) error {
-	st, err := reader.api.account(ctx, res.Account)
+func pauseVerdict(ctx context.Context, reader *cluster.Node, tl *timeline, res *pauseResult, amount int64) error {
+	st, err := history.ReadAccount(ctx, reader.API, res.Account)
 	if err != nil {
 		return trouble(err)
 	}
-	res.Balance, res.Withdrawn = st.Balance, st.Withdrawn
+	res.Balance, res.Withdrawn = st.Balance, st.Withdrawn()
 	// Only node-b's withdrawal is in the ledger, and the balance agrees.
-	onlyB := st.consistent() && st.Withdrawn == amount
-	overwritten := res.LateA == "201" && !st.consistent()
+	onlyB := st.Consistent() && st.Withdrawn() == amount
+	overwritten := res.LateA == "201" && !st.Consistent()
 	switch {
 	case res.Strategy == "row" && res.LateA != "201" && onlyB:
 		res.Verdict = verdictRowLockEnded
@@ -231,14 +236,14 @@ func pauseVerdict(ctx context.Context, reader *node, tl *timeline, res *pauseRes
 	case overwritten:
 		res.Verdict = verdictStaleOverwrite
 	default:
-		res.Verdict = fmt.Sprintf("UNEXPECTED (late write %s, balance %d, ledger withdrew %d)", res.LateA, st.Balance, st.Withdrawn)
+		res.Verdict = fmt.Sprintf("UNEXPECTED (late write %s, balance %d, ledger withdrew %d)", res.LateA, st.Balance, st.Withdrawn())
 	}
 	t := good
 	if res.Verdict != verdictFenced && res.Verdict != verdictRowLockEnded {
 		t = bad
 	}
 	tl.printf("\nledger: %d withdrawn of %d; balance %d (the ledger says %d): %s\n",
-		st.Withdrawn, st.Opening, st.Balance, st.Opening+st.Deposited-st.Withdrawn, tl.paint(res.Verdict, t))
+		st.Withdrawn(), st.Opening, st.Balance, st.Opening+st.Deposited()-st.Withdrawn(), tl.paint(res.Verdict, t))
 	tl.result(res)
 	want := verdictFenced
 	switch res.Strategy {
@@ -269,45 +274,9 @@ func refusalTone(code string) tone {
 	return bad
 }
 
-func pauseHow(n *node) string {
-	if n.docker != "" {
-		return "docker pause " + n.docker
+func pauseHow(n *cluster.Node) string {
+	if n.Docker() != "" {
+		return "docker pause " + n.Docker()
 	}
 	return "SIGSTOP"
 }
-
-// waitForHolder polls the lock API until holder holds resource's lease.
-func waitForHolder(ctx context.Context, api *client, resource, holder string) (reply, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r, err := api.lockStatus(ctx, resource)
-		if err == nil && r.Status == http.StatusOK && r.str("holder") == holder && r.Body["held"] == true {
-			return r, nil
-		}
-		if time.Now().After(deadline) {
-			return r, fmt.Errorf("%s never held %s (last answer %d %v, %v)", holder, resource, r.Status, r.Body, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// waitLeaseOver polls until resource's lease is no longer live.
-func waitLeaseOver(ctx context.Context, api *client, resource string) error {
-	deadline := time.Now().Add(11 * time.Minute) // the longest TTL bankd grants, and some
-	for {
-		r, err := api.lockStatus(ctx, resource)
-		if err == nil && r.Status == http.StatusOK && r.Body["held"] == false {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the lease on %s never ran out", resource)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func trouble(err error) error { return &exitError{code: exitTrouble, msg: err.Error()} }

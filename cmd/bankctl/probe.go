@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/lockbank/lockbank/internal/cluster"
+	"github.com/lockbank/lockbank/internal/history"
 )
 
 // probeClient is the client number of the pause probe's operations in a
@@ -39,34 +41,34 @@ const (
 // With the fence the late write is refused: 409 stale_fencing_token, because
 // B was granted (lease_expired only if step 3 failed to take the lease).
 // Without it the write lands, with token A after B's entry, and the
-// checker's fence rule reports it. The other clients' requests on n are
-// frozen too, as in any pause.
-func pauseInLease(ctx context.Context, c *cluster, w *workload, n *node, probeAccount int64, ft *fault, i int) error {
-	others := slices.DeleteFunc(slices.Clone(c.nodes), func(o *node) bool { return o == n })
+// checker's fence rule (internal/history) reports it. The other clients'
+// requests on n are frozen too, as in any pause.
+func pauseInLease(ctx context.Context, c *cluster.Cluster, r *history.Recorder, n *cluster.Node, probeAccount int64, ft *history.Fault, i int) error {
+	others := slices.DeleteFunc(slices.Clone(c.Nodes), func(o *cluster.Node) bool { return o == n })
 	if len(others) == 0 {
 		return fmt.Errorf("the pause probe needs a second node")
 	}
 	witness := others[0]
 	resource := "account:" + strconv.FormatInt(probeAccount, 10)
 	key := fmt.Sprintf("pause%d", i)
-	late := op{Client: probeClient, Kind: "withdrawal", Account: probeAccount, Amount: probeAmount, Strategy: "lease",
-		Hold: probeHold.Milliseconds(), Key: key + "-late", Node: n.name}
+	late := history.Op{Client: probeClient, Kind: "withdrawal", Account: probeAccount, Amount: probeAmount, Strategy: "lease",
+		Hold: probeHold.Milliseconds(), Key: key + "-late", Node: n.Name}
 	answered := make(chan struct{})
 	go func() {
 		defer close(answered)
 		// One attempt: its answer is what the probe tests. Long enough to
 		// outlast the freeze and the hold.
-		late.Attempts = []attempt{w.attempt(ctx, n, &late, 30*time.Second)}
-		settle(&late)
+		late.Attempts = []history.Attempt{r.Attempt(ctx, historyNode(n), &late, 30*time.Second)}
+		history.Settle(&late)
 	}()
 	// Whatever happens, the late write goes into the history once answered
 	// (after the node is resumed, below): if it landed, the checker must
 	// know whose entry that is.
 	defer func() {
 		<-answered
-		w.record(late)
+		r.Record(late)
 		ft.LateWrite = late.Code
-		if late.Outcome == outcomeOK {
+		if late.Outcome == history.OutcomeOK {
 			ft.LateWrite = "201"
 		}
 	}()
@@ -74,61 +76,63 @@ func pauseInLease(ctx context.Context, c *cluster, w *workload, n *node, probeAc
 	frozen := false
 	defer func() {
 		if frozen {
-			_ = n.resume(ctx) // whatever went wrong, leave no node frozen
+			_ = n.Resume(ctx) // whatever went wrong, leave no node frozen
 		}
 	}()
-	tokenA, err := waitHolding(ctx, witness.api, resource, n.name, answered)
+	// Seen holding its lease, by the database, before it could have written:
+	// if its request was answered first, it never was inside its lease when
+	// a freeze could come.
+	holding, stopWaiting := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-answered:
+			stopWaiting()
+		case <-holding.Done():
+		}
+	}()
+	lock, err := witness.WaitHolder(holding, resource, n.Name, 30*time.Second)
+	stopWaiting()
 	if err != nil {
-		return err
+		select {
+		case <-answered:
+			return fmt.Errorf("%s's lease withdrawal was answered before it was seen holding the lease", n.Name)
+		default:
+			return err
+		}
 	}
-	if err := n.freeze(ctx); err != nil {
+	if err := n.Freeze(ctx); err != nil {
 		return err
 	}
 	frozen = true
 	frozenAt := time.Now()
-	ft.TokenFrozen = tokenA
-	leaseCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = waitLeaseOver(leaseCtx, witness.api, resource)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("the frozen %s's lease: %w", n.name, err)
+	ft.TokenFrozen = lock.Token
+	if err := witness.WaitLeaseOver(ctx, resource, 30*time.Second); err != nil {
+		return fmt.Errorf("the frozen %s's lease: %w", n.Name, err)
 	}
 
-	take := op{Client: probeClient, Kind: "withdrawal", Account: probeAccount, Amount: probeAmount, Strategy: "lease", Key: key + "-take", Node: witness.name}
-	w.perform(ctx, &take, others, 5*time.Second)
-	w.record(take)
+	nodes := historyNodes(others)
+	take := history.Op{Client: probeClient, Kind: "withdrawal", Account: probeAccount, Amount: probeAmount, Strategy: "lease", Key: key + "-take", Node: witness.Name}
+	r.Perform(ctx, &take, nodes, 5*time.Second)
+	r.Record(take)
 	ft.TokenNewer = take.Token
-	back := op{Client: probeClient, Kind: "deposit", Account: probeAccount, Amount: probeAmount, Strategy: "row", Key: key + "-back", Node: witness.name}
-	w.perform(ctx, &back, others, 5*time.Second)
-	w.record(back)
+	back := history.Op{Client: probeClient, Kind: "deposit", Account: probeAccount, Amount: probeAmount, Strategy: "row", Key: key + "-back", Node: witness.Name}
+	r.Perform(ctx, &back, nodes, 5*time.Second)
+	r.Record(back)
 
 	time.Sleep(time.Until(frozenAt.Add(probeFreeze)))
-	if err := n.resume(ctx); err != nil {
+	if err := n.Resume(ctx); err != nil {
 		return err
 	}
 	frozen = false
 	return nil
 }
 
-// waitHolding polls the lock API until holder holds resource, and returns
-// its token; it gives up if the holder's request was answered first (then it
-// never was inside its lease when a freeze could come) or after 30 s.
-func waitHolding(ctx context.Context, api *client, resource, holder string, answered <-chan struct{}) (int64, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r, err := api.lockStatus(ctx, resource)
-		if err == nil && r.Status == http.StatusOK && r.str("holder") == holder && r.Body["held"] == true {
-			return r.int("token"), nil
-		}
-		select {
-		case <-answered:
-			return 0, fmt.Errorf("%s's lease withdrawal was answered before it was seen holding the lease", holder)
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%s never held %s (last answer %d %v, %v)", holder, resource, r.Status, r.Body, err)
-		}
+func historyNode(n *cluster.Node) history.Node { return history.Node{Name: n.Name, API: n.API} }
+
+func historyNodes(nodes []*cluster.Node) []history.Node {
+	out := make([]history.Node, len(nodes))
+	for i, n := range nodes {
+		out[i] = historyNode(n)
 	}
+	return out
 }

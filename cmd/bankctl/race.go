@@ -4,12 +4,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lockbank/lockbank/client"
+	"github.com/lockbank/lockbank/internal/cluster"
+	"github.com/lockbank/lockbank/internal/history"
 )
 
 type raceFlags struct {
@@ -72,7 +75,7 @@ func (f raceFlags) validate() error {
 	return nil
 }
 
-func runRace(ctx context.Context, c *cluster, tl *timeline, f raceFlags) error {
+func (f raceFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) error {
 	amount := f.amount
 	if amount == 0 {
 		amount = f.balance
@@ -108,29 +111,28 @@ func runRace(ctx context.Context, c *cluster, tl *timeline, f raceFlags) error {
 	return nil
 }
 
-func raceRound(ctx context.Context, c *cluster, tl *timeline, f raceFlags, strategy string, amount int64, row *raceRow) error {
-	id, err := c.nodes[0].api.createAccount(ctx, "race-"+strategy, f.balance)
+func raceRound(ctx context.Context, c *cluster.Cluster, tl *timeline, f raceFlags, strategy string, amount int64, row *raceRow) error {
+	acct, err := c.Nodes[0].API.CreateAccount(ctx, "race-"+strategy, f.balance)
 	if err != nil {
 		return err
 	}
+	id := acct.ID
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var done atomic.Int64
 	codes := map[string]int{}
 	for i := range f.clients {
-		n := c.nodes[i%len(c.nodes)]
+		n := c.Nodes[i%len(c.Nodes)]
 		wg.Go(func() {
 			<-start
-			r, err := n.api.withdraw(ctx, id, withdrawal{Amount: amount, Strategy: strategy, HoldMS: f.hold.Milliseconds()}, nil)
-			code := r.Code
+			a := withdraw(ctx, n.API, id, client.Withdrawal{Amount: amount, Strategy: strategy, Hold: f.hold})
+			code := a.code
 			switch {
-			case err != nil:
+			case a.status == 0:
 				code = "transport_error"
-			case r.Status == http.StatusCreated:
-				code = ""
-			case code == "":
-				code = fmt.Sprintf("http_%d", r.Status)
+			case a.status != 201 && code == "":
+				code = fmt.Sprintf("http_%d", a.status)
 			}
 			mu.Lock()
 			codes[code]++
@@ -141,15 +143,15 @@ func raceRound(ctx context.Context, c *cluster, tl *timeline, f raceFlags, strat
 	close(start) // every client at the same instant
 	wg.Wait()
 
-	st, err := c.nodes[len(c.nodes)-1].api.account(ctx, id)
+	st, err := history.ReadAccount(ctx, c.Nodes[len(c.Nodes)-1].API, id)
 	if err != nil {
 		return err
 	}
 	verdict := verdictSafe
 	switch {
-	case st.Withdrawn > st.Opening+st.Deposited:
+	case st.Withdrawn() > st.Opening+st.Deposited():
 		verdict = verdictDoubleSpend
-	case !st.consistent() || st.Balance < 0:
+	case !st.Consistent() || st.Balance < 0:
 		verdict = verdictLostUpdate
 	}
 	row.Rounds++
@@ -161,7 +163,7 @@ func raceRound(ctx context.Context, c *cluster, tl *timeline, f raceFlags, strat
 		}
 	}
 	row.Balance += st.Balance
-	row.Withdrawn += st.Withdrawn
+	row.Withdrawn += st.Withdrawn()
 	row.Opening += st.Opening
 	row.Verdicts[verdict]++
 	t := good
@@ -169,7 +171,7 @@ func raceRound(ctx context.Context, c *cluster, tl *timeline, f raceFlags, strat
 		t = bad
 	}
 	tl.event("", fmt.Sprintf("%s: account %d, %d/%d withdrawals ok", strategy, id, codes[""], f.clients), 0,
-		fmt.Sprintf("balance %d, withdrawn %d of %d: %s", st.Balance, st.Withdrawn, st.Opening, verdict), t)
+		fmt.Sprintf("balance %d, withdrawn %d of %d: %s", st.Balance, st.Withdrawn(), st.Opening, verdict), t)
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/lockbank/lockbank/internal/cluster"
 )
 
 const usage = `bankctl plays the seed's scenarios against bankd and tells what happened.
@@ -41,6 +43,26 @@ Exit codes: 0 the scenario showed what it promises; 1 a safe strategy was not sa
 demo did not show its point; 2 bad command line; 3 the cluster could not be started or reached.
 `
 
+// command is one of bankctl's commands: its flags, their check (before any
+// cluster starts), and its scenario.
+type command interface {
+	register(fs *flag.FlagSet)
+	validate() error
+	run(ctx context.Context, c *cluster.Cluster, tl *timeline) error
+}
+
+// commands by name, with the size of the own cluster each starts.
+var commands = map[string]struct {
+	nodes int
+	flags func() command
+}{
+	"race":  {2, func() command { return &raceFlags{} }},
+	"pause": {2, func() command { return &pauseFlags{} }},
+	"crash": {2, func() command { return &crashFlags{} }},
+	"check": {3, func() command { return &checkFlags{} }},
+	"bench": {1, func() command { return &benchFlags{} }},
+}
+
 type commonFlags struct {
 	nodes    int // own cluster size
 	targets  string
@@ -56,7 +78,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.json, "json", false, "JSON Lines output")
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, usage)
 		if len(args) == 0 {
@@ -67,43 +89,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cmd, args := args[0], args[1:]
 	fs := flag.NewFlagSet("bankctl "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	common := commonFlags{nodes: 2}
-	common.register(fs)
-	var (
-		validate func() error
-		scenario func(context.Context, *cluster, *timeline) error
-	)
-	switch cmd {
-	case "race":
-		var r raceFlags
-		r.register(fs)
-		validate = func() error { return r.validate() } // after Parse, not a copy from before
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runRace(ctx, c, tl, r) }
-	case "pause":
-		var p pauseFlags
-		p.register(fs)
-		validate = func() error { return p.validate() }
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runPause(ctx, c, tl, p) }
-	case "check":
-		var k checkFlags
-		k.register(fs)
-		common.nodes = 3
-		validate = func() error { return k.validate() }
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runCheck(ctx, c, tl, k) }
-	case "bench":
-		var b benchFlags
-		b.register(fs)
-		common.nodes = 1
-		validate = func() error { return b.validate() }
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runBench(ctx, c, tl, b) }
-	case "crash":
-		var k crashFlags
-		k.register(fs)
-		validate = func() error { return k.validate() }
-		scenario = func(ctx context.Context, c *cluster, tl *timeline) error { return runCrash(ctx, c, tl, k) }
-	default:
+	known, ok := commands[cmd]
+	if !ok {
 		return usageError("unknown command %q; see bankctl --help", cmd)
 	}
+	common := commonFlags{nodes: known.nodes}
+	common.register(fs)
+	scenario := known.flags()
+	scenario.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: bankctl %s [flags]\n\n", cmd)
 		fs.PrintDefaults()
@@ -121,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageError("--docker goes with --targets")
 	}
 	// Before any cluster starts: a typo should cost nothing.
-	if err := validate(); err != nil {
+	if err := scenario.validate(); err != nil {
 		return err
 	}
 
@@ -134,7 +127,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return &exitError{code: exitTrouble, msg: err.Error()}
 	}
-	defer c.close()
+	defer c.Close()
 	tl.restart() // the story's clock starts when the cluster is ready
-	return scenario(ctx, c, tl)
+	return scenario.run(ctx, c, tl)
+}
+
+// openCluster starts an own cluster, or names the --targets.
+func openCluster(ctx context.Context, f commonFlags, tl *timeline) (*cluster.Cluster, error) {
+	if f.targets == "" {
+		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note})
+	}
+	var targets []string
+	for _, u := range strings.Split(f.targets, ",") {
+		targets = append(targets, strings.TrimRight(strings.TrimSpace(u), "/"))
+	}
+	c, err := cluster.Connect(ctx, targets, f.docker)
+	if err != nil {
+		return nil, err
+	}
+	// Two nodes tell every story but bench's, which loads whatever it gets.
+	if need := min(f.nodes, 2); len(c.Nodes) < need {
+		return nil, usageError("--targets needs %d nodes (node-a first)", need)
+	}
+	return c, nil
 }

@@ -86,7 +86,7 @@ func TestAPIKeys(t *testing.T) {
 	file := writeKeysFile(t, "# name role hash", aliceLine, bobLine, opsLine)
 	b := startBankd(t, map[string]string{"DATABASE_URL": pgtest.URL(t), "BANKD_API_KEYS_FILE": file})
 
-	if status, _ := get(t, b.url+"/readyz"); status != 200 {
+	if status, _ := call(t, "GET", b.url+"/readyz", "", ""); status != 200 {
 		t.Fatalf("readyz without a key: %d", status)
 	}
 	if status, p := call(t, "POST", b.url+"/v1/accounts", "", `{"owner":"x","balance":1}`); status != 401 || p["code"] != "unauthenticated" {

@@ -3,8 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -18,44 +17,29 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockbank/lockbank/client"
+	"github.com/lockbank/lockbank/internal/cluster"
 	"github.com/lockbank/lockbank/internal/pglocal"
 	"github.com/lockbank/lockbank/internal/pgtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// syncBuffer collects a server's log lines from its goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type bankd struct {
 	url  string
-	logs *syncBuffer
+	api  *client.Client
+	logs *cluster.LogBuffer
 	stop func() error // cancels run's context and returns what run returned
 }
 
 // startBankd calls run exactly as main does, on a free port, and waits until
-// /healthz answers.
+// bankd is ready, as a user would.
 func startBankd(t *testing.T, env map[string]string, args ...string) bankd {
 	t.Helper()
 	addr := freeAddr(t)
 	env["BANKD_ADDR"] = addr
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &cluster.LogBuffer{}
 	exited := make(chan struct{})
 	var runErr error
 	go func() {
@@ -68,25 +52,13 @@ func startBankd(t *testing.T, env map[string]string, args ...string) bankd {
 		return runErr
 	}
 	t.Cleanup(func() { _ = stop() })
-	b := bankd{url: "http://" + addr, logs: logs, stop: stop}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("bankd exited during start: %v\n%s", runErr, logs)
-		default:
-		}
-		if resp, err := http.Get(b.url + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return b
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bankd not healthy after 60s:\n%s", logs)
-		}
-		time.Sleep(50 * time.Millisecond)
+	b := bankd{url: "http://" + addr, api: client.New("http://" + addr), logs: logs, stop: stop}
+	if err := cluster.WaitReady(context.Background(), b.api, 60*time.Second, exited); errors.Is(err, cluster.ErrExited) {
+		t.Fatalf("bankd exited during start: %v\n%s", runErr, logs)
+	} else if err != nil {
+		t.Fatalf("bankd not ready: %v\n%s", err, logs)
 	}
+	return b
 }
 
 func freeAddr(t *testing.T) string {
@@ -99,28 +71,60 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func post(t *testing.T, url, body string) (int, map[string]any) {
+func createAccount(t *testing.T, api *client.Client, owner string, balance int64) client.Account {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	a, err := api.CreateAccount(context.Background(), owner, balance)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("create account: %v", err)
 	}
-	defer resp.Body.Close()
-	var m map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&m)
-	return resp.StatusCode, m
+	return a
 }
 
-func get(t *testing.T, url string) (int, map[string]any) {
+func getAccount(t *testing.T, api *client.Client, id int64) client.Account {
 	t.Helper()
-	resp, err := http.Get(url)
+	a, err := api.Account(context.Background(), id)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("get account %d: %v", id, err)
 	}
-	defer resp.Body.Close()
-	var m map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&m)
-	return resp.StatusCode, m
+	return a
+}
+
+// ledger reads account id's whole ledger.
+func ledger(t *testing.T, api *client.Client, id int64) []client.Entry {
+	t.Helper()
+	var entries []client.Entry
+	for e, err := range api.Ledger(context.Background(), id) {
+		if err != nil {
+			t.Fatalf("ledger of %d: %v", id, err)
+		}
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+// outcome is what a withdrawal got: the answer's status (0 when none came),
+// its problem code, and the entry of a success.
+type outcome struct {
+	status int
+	code   string
+	entry  client.Entry
+	err    error
+}
+
+// withdrawAsync sends a withdrawal from another goroutine; a request whose
+// server died reports status 0.
+func withdrawAsync(api *client.Client, id int64, w client.Withdrawal) <-chan outcome {
+	ch := make(chan outcome, 1)
+	go func() {
+		var resp client.Response
+		e, err := api.Withdraw(context.Background(), id, w, client.CaptureResponse(&resp))
+		ch <- outcome{status: resp.StatusCode, code: client.ErrorCode(err), entry: e, err: err}
+	}()
+	return ch
+}
+
+func withdraw(api *client.Client, id int64, w client.Withdrawal) outcome {
+	return <-withdrawAsync(api, id, w)
 }
 
 // TestTwoNodesOneDatabase is the seed's setting: two bankd nodes share one
@@ -130,12 +134,7 @@ func TestTwoNodesOneDatabase(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"DATABASE_URL": pgtest.URL(t)}
 	nodes := []bankd{startBankd(t, env), startBankd(t, env)}
-
-	status, acct := post(t, nodes[0].url+"/v1/accounts", `{"owner":"alice","balance":10000}`)
-	if status != 201 {
-		t.Fatalf("create: %d %v", status, acct)
-	}
-	path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
+	acct := createAccount(t, nodes[0].api, "alice", 10000)
 
 	const clients = 200
 	start := make(chan struct{})
@@ -145,9 +144,9 @@ func TestTwoNodesOneDatabase(t *testing.T) {
 	for i := range clients {
 		wg.Go(func() {
 			<-start
-			status, _ := post(t, nodes[i%2].url+path+"/withdrawals", `{"amount":100,"strategy":"row"}`)
+			o := withdraw(nodes[i%2].api, acct.ID, client.Withdrawal{Amount: 100, Strategy: "row"})
 			mu.Lock()
-			statuses[status]++
+			statuses[o.status]++
 			mu.Unlock()
 		})
 	}
@@ -156,10 +155,10 @@ func TestTwoNodesOneDatabase(t *testing.T) {
 	if statuses[201] != 100 || statuses[409] != 100 {
 		t.Fatalf("statuses %v, want 100×201 and 100×409", statuses)
 	}
-	_, got := get(t, nodes[1].url+path)
-	_, ledger := get(t, nodes[0].url+path+"/ledger")
-	if got["balance"].(float64) != 0 || len(ledger["entries"].([]any)) != 100 {
-		t.Fatalf("balance %v with %d ledger entries, want 0 with 100", got["balance"], len(ledger["entries"].([]any)))
+	got := getAccount(t, nodes[1].api, acct.ID)
+	entries := ledger(t, nodes[0].api, acct.ID)
+	if got.Balance != 0 || len(entries) != 100 {
+		t.Fatalf("balance %v with %d ledger entries, want 0 with 100", got.Balance, len(entries))
 	}
 }
 
@@ -185,12 +184,9 @@ func TestEmbeddedDefault(t *testing.T) {
 	env := map[string]string{"BANKD_DATA_DIR": dataDir}
 
 	first := startBankd(t, env)
-	status, acct := post(t, first.url+"/v1/accounts", `{"owner":"alice","balance":42}`)
-	if status != 201 {
-		t.Fatalf("create: %d %v", status, acct)
-	}
-	if status, _ := get(t, first.url+"/readyz"); status != 200 {
-		t.Fatalf("readyz %d", status)
+	acct := createAccount(t, first.api, "alice", 42)
+	if err := first.api.Ready(context.Background()); err != nil {
+		t.Fatalf("readyz: %v", err)
 	}
 	if err := first.stop(); err != nil {
 		t.Fatalf("shutdown: %v\n%s", err, first.logs)
@@ -207,9 +203,9 @@ func TestEmbeddedDefault(t *testing.T) {
 	}
 
 	second := startBankd(t, env)
-	status, again := get(t, fmt.Sprintf("%s/v1/accounts/%.0f", second.url, acct["id"]))
-	if status != 200 || again["balance"].(float64) != 42 {
-		t.Fatalf("after restart: %d %v; want the account kept", status, again)
+	again, err := second.api.Account(context.Background(), acct.ID)
+	if err != nil || again.Balance != 42 {
+		t.Fatalf("after restart: %+v, %v; want the account kept", again, err)
 	}
 	if err := second.stop(); err != nil {
 		t.Fatalf("shutdown: %v", err)
@@ -228,18 +224,17 @@ func mustBinDir(t *testing.T) string {
 // request still completes, and run returns nil.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"DATABASE_URL": pgtest.URL(t), "BANKD_UNSAFE_DEMO": "1"}
+	env := map[string]string{"DATABASE_URL": pgtest.URL(t), "BANKD_UNSAFE_DEMO": "1", "BANKD_NODE": "graceful"}
 	b := startBankd(t, env)
-	_, acct := post(t, b.url+"/v1/accounts", `{"owner":"alice","balance":100}`)
-	path := fmt.Sprintf("%s/v1/accounts/%.0f/withdrawals", b.url, acct["id"])
+	acct := createAccount(t, b.api, "alice", 100)
 
-	result := postAsync(path, `{"amount":60,"hold_ms":2000}`)
-	time.Sleep(500 * time.Millisecond) // the request is now holding inside its transaction
+	result := withdrawAsync(b.api, acct.ID, client.Withdrawal{Amount: 60, Hold: 2 * time.Second})
+	waitIdleInTransaction(t, env["DATABASE_URL"], "graceful") // the request is now holding inside its transaction
 	if err := b.stop(); err != nil {
 		t.Fatalf("run returned %v", err)
 	}
 	if o := <-result; o.status != 201 {
-		t.Fatalf("in-flight withdrawal got %d %v, want 201", o.status, o.body)
+		t.Fatalf("in-flight withdrawal got %d %v, want 201", o.status, o.err)
 	}
 	conn, err := pgx.Connect(context.Background(), env["DATABASE_URL"])
 	if err != nil {
@@ -334,12 +329,10 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 		// the connection is cut instead of held open.
 		t.Parallel()
 		b := startBankd(t, map[string]string{"DATABASE_URL": pgtest.URL(t), "BANKD_UNSAFE_DEMO": "1"}, "--write-timeout", "1s")
-		_, acct := post(t, b.url+"/v1/accounts", `{"owner":"slow","balance":10}`)
+		acct := createAccount(t, b.api, "slow", 10)
 		start := time.Now()
-		resp, err := http.Post(fmt.Sprintf("%s/v1/accounts/%.0f/withdrawals", b.url, acct["id"]), "application/json", strings.NewReader(`{"amount":1,"hold_ms":2000}`))
-		if err == nil {
-			resp.Body.Close()
-			t.Fatalf("got %d after %s; want the connection cut at the 1s write timeout", resp.StatusCode, time.Since(start))
+		if o := withdraw(b.api, acct.ID, client.Withdrawal{Amount: 1, Hold: 2 * time.Second}); o.status != 0 {
+			t.Fatalf("got %d after %s; want the connection cut at the 1s write timeout", o.status, time.Since(start))
 		}
 	})
 	t.Parallel()
@@ -393,8 +386,13 @@ func TestProfiling(t *testing.T) {
 		t.Fatalf("pprof heap: %d %.200s", resp.StatusCode, body)
 	}
 	for _, b := range []bankd{withProfiles, startBankd(t, map[string]string{"DATABASE_URL": env["DATABASE_URL"]})} {
-		if status, _ := get(t, b.url+"/debug/pprof/heap"); status != 404 {
-			t.Fatalf("the API address answers /debug/pprof/ with %d; want 404", status)
+		resp, err := http.Get(b.url + "/debug/pprof/heap") // not the API: a probe for what must not be there
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Fatalf("the API address answers /debug/pprof/ with %d; want 404", resp.StatusCode)
 		}
 	}
 }

@@ -2,147 +2,75 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/client"
+	"github.com/lockbank/lockbank/internal/cluster"
 	"github.com/lockbank/lockbank/internal/pgtest"
-)
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	"github.com/lockbank/lockbank/internal/wait"
 )
 
 // bankdBinary builds bankd once per test run, for tests that need it as a
 // real process: one that can be frozen with SIGSTOP and killed with SIGKILL.
 func bankdBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bankd-bin-*")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "bankd")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-type process struct {
-	url  string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-}
-
-// startProcess runs bankd as a child process and waits until it is healthy.
-func startProcess(t *testing.T, node, databaseURL string, args ...string) *process {
-	t.Helper()
-	addr := freeAddr(t)
-	logs := &syncBuffer{}
-	cmd := exec.Command(bankdBinary(t), append([]string{"--addr", addr, "--database-url", databaseURL, "--node-name", node, "--unsafe-demo"}, args...)...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
+	bin, err := cluster.BuildOnce(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
-	p := &process{url: "http://" + addr, cmd: cmd, logs: logs}
+	return bin
+}
+
+// startProcess runs bankd as a child process in demo mode, with args, until
+// the test ends (internal/cluster: the one way to start bankd as a process).
+func startProcess(t *testing.T, node, databaseURL string, args ...string) *cluster.Node {
+	t.Helper()
+	logs := &cluster.LogBuffer{}
+	n, err := cluster.StartNode(context.Background(), cluster.NodeOptions{Binary: bankdBinary(t), Name: node, DatabaseURL: databaseURL,
+		Args: append([]string{"--unsafe-demo"}, args...), Log: logs})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		n.Stop()
 		if t.Failed() {
 			t.Logf("%s log:\n%s", node, logs)
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get(p.url + "/healthz"); err == nil {
-			resp.Body.Close()
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not healthy:\n%s", node, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return n
 }
 
-func (p *process) signal(t *testing.T, sig syscall.Signal) {
+// fault freezes (SIGSTOP), resumes (SIGCONT) or kills (SIGKILL) a node.
+func fault(t *testing.T, do func(context.Context) error) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %v: %v", sig, err)
+	if err := do(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // twoNodesOneAccount starts node-a and node-b as processes on a fresh
 // database, with their extra flags, and opens an account of 5000 on node-a.
-func twoNodesOneAccount(t *testing.T, argsA, argsB []string) (db string, nodeA, nodeB *process, acct map[string]any) {
+func twoNodesOneAccount(t *testing.T, argsA, argsB []string) (db string, nodeA, nodeB *cluster.Node, acct client.Account) {
 	t.Helper()
 	db = pgtest.URL(t)
 	nodeA = startProcess(t, "node-a", db, argsA...)
 	nodeB = startProcess(t, "node-b", db, argsB...)
-	status, acct := post(t, nodeA.url+"/v1/accounts", `{"owner":"alice","balance":5000}`)
-	if status != 201 {
-		t.Fatalf("create account: %d %v", status, acct)
-	}
-	return db, nodeA, nodeB, acct
+	return db, nodeA, nodeB, createAccount(t, nodeA.API, "alice", 5000)
 }
 
-// waitForHolder polls the lock API until holder holds the account's lease.
-func waitForHolder(t *testing.T, url, accountID, holder string) map[string]any {
+// waitForHolder waits until node sees holder holding the account's lease.
+func waitForHolder(t *testing.T, node *cluster.Node, accountID int64, holder string) client.LockStatus {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		status, lock := get(t, url+"/v1/locks/account:"+accountID)
-		if status == 200 && lock["holder"] == holder && lock["held"] == true {
-			return lock
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never held account %s's lease: %d %v", holder, accountID, status, lock)
-		}
-		time.Sleep(10 * time.Millisecond)
+	lock, err := node.WaitHolder(context.Background(), account.LeaseResource(accountID), holder, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-type outcome struct {
-	status int
-	body   map[string]any
-}
-
-// postAsync sends a request from another goroutine; a request whose server
-// died reports status 0.
-func postAsync(url, body string) <-chan outcome {
-	ch := make(chan outcome, 1)
-	go func() {
-		resp, err := http.Post(url, "application/json", strings.NewReader(body))
-		if err != nil {
-			ch <- outcome{}
-			return
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&m)
-		ch <- outcome{resp.StatusCode, m}
-	}()
-	return ch
+	return lock
 }
 
 // TestPausedNodeIsFenced is the seed's paused node with a real pause: node-a
@@ -163,34 +91,31 @@ func TestPausedNodeIsFenced(t *testing.T) {
 		t.Run(tt.strategy, func(t *testing.T) {
 			t.Parallel()
 			_, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--lease-ttl", "1s"}, []string{"--lease-ttl", "5s", "--lease-wait", "10s"})
-			path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
-			lateA := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"`+tt.strategy+`","hold_ms":800}`)
-			waitForHolder(t, nodeB.url, fmt.Sprint(acct["id"]), "node-a")
+			lateA := withdrawAsync(nodeA.API, acct.ID, client.Withdrawal{Amount: 1000, Strategy: tt.strategy, Hold: 800 * time.Millisecond})
+			waitForHolder(t, nodeB, acct.ID, "node-a")
 			time.Sleep(200 * time.Millisecond) // node-a has read the balance and is holding before its write
-			nodeA.signal(t, syscall.SIGSTOP)
+			fault(t, nodeA.Freeze)
 			frozen := time.Now()
 
-			status, entryB := post(t, nodeB.url+path+"/withdrawals", `{"amount":1000,"strategy":"`+tt.strategy+`"}`)
-			if status != 201 {
-				t.Fatalf("node-b: %d %v", status, entryB)
+			b := withdraw(nodeB.API, acct.ID, client.Withdrawal{Amount: 1000, Strategy: tt.strategy})
+			if b.status != 201 {
+				t.Fatalf("node-b: %d %v", b.status, b.err)
 			}
 			if waited := time.Since(frozen); waited > 5*time.Second {
 				t.Fatalf("node-b waited %s for a 1s lease", waited)
 			}
-			nodeA.signal(t, syscall.SIGCONT)
+			fault(t, nodeA.Resume)
 			a := <-lateA
-			if a.status != tt.wantStatus || (tt.wantCode != "" && a.body["code"] != tt.wantCode) {
-				t.Fatalf("node-a after the pause: %d %v, want %d %s", a.status, a.body, tt.wantStatus, tt.wantCode)
+			if a.status != tt.wantStatus || (tt.wantCode != "" && a.code != tt.wantCode) {
+				t.Fatalf("node-a after the pause: %d %v, want %d %s", a.status, a.err, tt.wantStatus, tt.wantCode)
 			}
 
-			_, got := get(t, nodeB.url+path)
-			_, ledger := get(t, nodeB.url+path+"/ledger")
-			entries := ledger["entries"].([]any)
-			balance := got["balance"].(float64)
+			balance := getAccount(t, nodeB.API, acct.ID).Balance
+			entries := ledger(t, nodeB.API, acct.ID)
 			if tt.wantCode != "" {
-				if balance != 4000 || len(entries) != 1 || entries[0].(map[string]any)["fence_token"] != entryB["fence_token"] {
-					t.Fatalf("balance %v, ledger %v: want only node-b's withdrawal", balance, entries)
+				if balance != 4000 || len(entries) != 1 || entries[0].FenceToken != b.entry.FenceToken {
+					t.Fatalf("balance %v, ledger %+v: want only node-b's withdrawal", balance, entries)
 				}
 				return
 			}
@@ -209,35 +134,34 @@ func TestPausedNodeIsFenced(t *testing.T) {
 func TestCrashedHolderFreesTheLock(t *testing.T) {
 	t.Parallel()
 	_, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--lease-ttl", "2s"}, []string{"--lease-wait", "10s"})
-	path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
-	crashed := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"lease","hold_ms":20000}`)
-	lock := waitForHolder(t, nodeB.url, fmt.Sprint(acct["id"]), "node-a")
-	nodeA.signal(t, syscall.SIGKILL)
+	crashed := withdrawAsync(nodeA.API, acct.ID, client.Withdrawal{Amount: 1000, Strategy: "lease", Hold: 20 * time.Second})
+	lock := waitForHolder(t, nodeB, acct.ID, "node-a")
+	fault(t, nodeA.Kill)
 	killed := time.Now()
 
-	status, entry := post(t, nodeB.url+path+"/withdrawals", `{"amount":1000,"strategy":"lease"}`)
+	b := withdraw(nodeB.API, acct.ID, client.Withdrawal{Amount: 1000, Strategy: "lease"})
 	waited := time.Since(killed)
-	if status != 201 {
-		t.Fatalf("node-b: %d %v", status, entry)
+	if b.status != 201 {
+		t.Fatalf("node-b: %d %v", b.status, b.err)
 	}
 	if waited < time.Second || waited > 6*time.Second {
 		t.Fatalf("node-b waited %s; want about the rest of node-a's 2s TTL", waited)
 	}
-	if entry["fence_token"].(float64) <= lock["token"].(float64) {
-		t.Fatalf("token %v after the crashed holder's %v", entry["fence_token"], lock["token"])
+	if b.entry.FenceToken <= lock.Token {
+		t.Fatalf("token %v after the crashed holder's %v", b.entry.FenceToken, lock.Token)
 	}
-	_, got := get(t, nodeB.url+path)
-	if got["balance"].(float64) != 4000 {
-		t.Fatalf("balance %v, want 4000: node-a's withdrawal must not have landed", got["balance"])
+	if got := getAccount(t, nodeB.API, acct.ID); got.Balance != 4000 {
+		t.Fatalf("balance %v, want 4000: node-a's withdrawal must not have landed", got.Balance)
 	}
 	if a := <-crashed; a.status != 0 {
 		t.Fatalf("node-a answered %d after SIGKILL", a.status)
 	}
 }
 
-// waitIdleInTransaction polls until node's session sits idle inside a
-// transaction: it holds its row lock and is between statements.
+// waitIdleInTransaction waits until node's session on databaseURL's
+// database sits idle inside a transaction: it holds its row lock and is
+// between statements.
 func waitIdleInTransaction(t *testing.T, databaseURL, node string) {
 	t.Helper()
 	conn, err := pgx.Connect(context.Background(), databaseURL)
@@ -245,21 +169,16 @@ func waitIdleInTransaction(t *testing.T, databaseURL, node string) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.Until(t, 10*time.Second, node+" holding a row lock", func() bool {
 		var n int
+		// Tests run side by side on one server, each with its own database
+		// and nodes of the same names.
 		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE application_name = $1 AND state = 'idle in transaction'`, "bankd "+node).Scan(&n); err != nil {
+			WHERE application_name = $1 AND state = 'idle in transaction' AND datname = current_database()`, "bankd "+node).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never held a row lock", node)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return n > 0
+	})
 }
 
 // TestPausedNodeInsideRowLock: a node frozen in the middle of a row
@@ -273,67 +192,58 @@ func TestPausedNodeInsideRowLock(t *testing.T) {
 	t.Run("RowLockTTLFreesTheRow", func(t *testing.T) {
 		t.Parallel()
 		db, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--row-lock-ttl", "1s"}, []string{"--lock-timeout", "20s"})
-		path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
 		// The hold outlasts the row-lock TTL, so node-a cannot commit before
 		// the freeze lands however late a loaded machine delivers SIGSTOP:
 		// a 500ms hold once let node-a commit first under go test -race.
-		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":3000}`)
+		late := withdrawAsync(nodeA.API, acct.ID, client.Withdrawal{Amount: 1000, Strategy: "row", Hold: 3 * time.Second})
 		waitIdleInTransaction(t, db, "node-a")
-		nodeA.signal(t, syscall.SIGSTOP)
+		fault(t, nodeA.Freeze)
 		frozen := time.Now()
 
-		status, entry := post(t, nodeB.url+path+"/withdrawals", `{"amount":1000,"strategy":"row"}`)
+		b := withdraw(nodeB.API, acct.ID, client.Withdrawal{Amount: 1000, Strategy: "row"})
 		waited := time.Since(frozen)
-		if status != 201 {
-			t.Fatalf("node-b: %d %v", status, entry)
+		if b.status != 201 {
+			t.Fatalf("node-b: %d %v", b.status, b.err)
 		}
 		if waited > 6*time.Second {
 			t.Fatalf("node-b waited %s behind a frozen node; the row lock's TTL is 1s", waited)
 		}
-		nodeA.signal(t, syscall.SIGCONT)
+		fault(t, nodeA.Resume)
 		if a := <-late; a.status == 201 || a.status < 500 {
-			t.Fatalf("node-a's late write after its session was ended: %d %v; want a 5xx and no change", a.status, a.body)
+			t.Fatalf("node-a's late write after its session was ended: %d %v; want a 5xx and no change", a.status, a.err)
 		} else {
-			t.Logf("node-a's late write: %d %v (node-b waited %s)", a.status, a.body["code"], waited.Round(time.Millisecond))
+			t.Logf("node-a's late write: %d %v (node-b waited %s)", a.status, a.code, waited.Round(time.Millisecond))
 		}
-		_, got := get(t, nodeB.url+path)
-		_, ledger := get(t, nodeB.url+path+"/ledger")
-		if got["balance"].(float64) != 4000 || len(ledger["entries"].([]any)) != 1 {
-			t.Fatalf("balance %v with %d entries; want only node-b's withdrawal", got["balance"], len(ledger["entries"].([]any)))
+		balance, entries := getAccount(t, nodeB.API, acct.ID).Balance, ledger(t, nodeB.API, acct.ID)
+		if balance != 4000 || len(entries) != 1 {
+			t.Fatalf("balance %v with %d entries; want only node-b's withdrawal", balance, len(entries))
 		}
 	})
 	t.Run("LockTimeoutAnswers503", func(t *testing.T) {
 		t.Parallel()
 		db, nodeA, nodeB, acct := twoNodesOneAccount(t, []string{"--row-lock-ttl", "30s"}, []string{"--lock-timeout", "300ms"})
-		path := fmt.Sprintf("/v1/accounts/%.0f", acct["id"])
 
 		// A hold much longer than node-b's lock_timeout: node-a keeps the row
 		// locked for node-b's whole wait even if SIGSTOP lands late.
-		late := postAsync(nodeA.url+path+"/withdrawals", `{"amount":1000,"strategy":"row","hold_ms":5000}`)
+		late := withdrawAsync(nodeA.API, acct.ID, client.Withdrawal{Amount: 1000, Strategy: "row", Hold: 5 * time.Second})
 		waitIdleInTransaction(t, db, "node-a")
-		nodeA.signal(t, syscall.SIGSTOP)
+		fault(t, nodeA.Freeze)
 		start := time.Now()
-		resp, err := http.Post(nodeB.url+path+"/withdrawals", "application/json", strings.NewReader(`{"amount":1000,"strategy":"row"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&p)
-		resp.Body.Close()
-		if resp.StatusCode != 503 || p["code"] != "lock_timeout" || resp.Header.Get("Retry-After") == "" {
-			t.Fatalf("node-b behind a frozen row lock: %d %v (Retry-After %q); want 503 lock_timeout", resp.StatusCode, p, resp.Header.Get("Retry-After"))
+		_, err := nodeB.API.Withdraw(context.Background(), acct.ID, client.Withdrawal{Amount: 1000, Strategy: "row"})
+		var refusal *client.Error
+		if !errors.As(err, &refusal) || refusal.Status != 503 || refusal.Code != "lock_timeout" || refusal.RetryAfter <= 0 {
+			t.Fatalf("node-b behind a frozen row lock: %v (%+v); want 503 lock_timeout with Retry-After", err, refusal)
 		}
 		if waited := time.Since(start); waited > 3*time.Second {
 			t.Fatalf("node-b's answer took %s with a 300ms lock_timeout", waited)
 		}
-		nodeA.signal(t, syscall.SIGCONT)
+		fault(t, nodeA.Resume)
 		if a := <-late; a.status != 201 {
-			t.Fatalf("node-a after a pause shorter than its row-lock TTL: %d %v; want 201", a.status, a.body)
+			t.Fatalf("node-a after a pause shorter than its row-lock TTL: %d %v; want 201", a.status, a.err)
 		}
-		_, got := get(t, nodeB.url+path)
-		if got["balance"].(float64) != 4000 {
-			t.Fatalf("balance %v, want 4000 (node-a's withdrawal only)", got["balance"])
+		if got := getAccount(t, nodeB.API, acct.ID); got.Balance != 4000 {
+			t.Fatalf("balance %v, want 4000 (node-a's withdrawal only)", got.Balance)
 		}
 	})
 }

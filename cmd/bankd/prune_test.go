@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/internal/wait"
 )
 
 // TestRetentionConfig: the retentions and the pruning interval have their
@@ -113,7 +114,7 @@ func TestPrunerRuns(t *testing.T) {
 	}
 	t.Cleanup(func() { db.Close(context.Background()) })
 
-	_, acct := post(t, b.url+"/v1/accounts", `{"owner":"alice","balance":1000}`)
+	_, _, acct := send(t, "POST", b.url+"/v1/accounts", `{"owner":"alice","balance":1000}`, nil)
 	path := fmt.Sprintf("%s/v1/accounts/%.0f", b.url, acct["id"])
 	deposit := func(key string) (int, bool, map[string]any) {
 		return send(t, "POST", path+"/deposits", `{"amount":10}`, map[string]string{"Idempotency-Key": key})
@@ -141,21 +142,13 @@ func TestPrunerRuns(t *testing.T) {
 		}
 	}
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var keys, leases, grants int
-		if err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM idempotency_keys), (SELECT count(*) FROM leases),
-			(SELECT count(*) FROM lease_grants)`).Scan(&keys, &leases, &grants); err != nil {
-			t.Fatal(err)
-		}
-		if keys == 1 && leases == 1 && grants == 1 {
-			break // the fresh key; the account's lease row and its grant (its newest)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s: %d idempotency records, %d lease rows, %d grants; want 1, 1, 1\n%s", keys, leases, grants, b.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	// Left: the fresh key, the account's lease row and its grant (its newest).
+	var keys, leases, grants int
+	wait.Until(t, 30*time.Second, "the pruner to leave 1 idempotency record, 1 lease row, 1 grant", func() bool {
+		err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM idempotency_keys), (SELECT count(*) FROM leases),
+			(SELECT count(*) FROM lease_grants)`).Scan(&keys, &leases, &grants)
+		return err == nil && keys == 1 && leases == 1 && grants == 1
+	})
 	var kept string
 	if err := db.QueryRow(ctx, `SELECT resource FROM leases`).Scan(&kept); err != nil || !strings.HasPrefix(kept, "account:") {
 		t.Fatalf("the lease row left is %q (%v); want the account's", kept, err)
@@ -167,7 +160,7 @@ func TestPrunerRuns(t *testing.T) {
 	if status != 201 || replayed || again["id"] == first["id"] {
 		t.Fatalf("the key after its retention: %d replayed=%v entry %v (first %v); want a new entry", status, replayed, again["id"], first["id"])
 	}
-	if _, got := get(t, path); got["balance"].(float64) != 1029 {
+	if _, _, got := send(t, "GET", path, "", nil); got["balance"].(float64) != 1029 {
 		t.Fatalf("balance %v, want 1029 (+10 +10 -1 +10)", got["balance"])
 	}
 	if err := b.stop(); err != nil {

@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"fmt"
@@ -8,9 +8,9 @@ import (
 	"strings"
 )
 
-// writeBenchPlot draws one scenario's runs as an SVG of two panels against
+// WritePlot draws one scenario's runs as an SVG of two panels against
 // concurrency: throughput, and p99 latency (log scale), one line per target.
-func writeBenchPlot(w io.Writer, scenario string, runs []benchRun) {
+func WritePlot(w io.Writer, scenario string, runs []Run) {
 	const (
 		panelW, panelH = 420.0, 300.0
 		left, top      = 60.0, 40.0
@@ -30,7 +30,7 @@ func writeBenchPlot(w io.Writer, scenario string, runs []benchRun) {
 		}
 	}
 	slices.Sort(levels)
-	colors := map[string]string{targetRawSQL: "#555555", "row": "#1f77b4", "lease": "#ff7f0e"}
+	colors := map[string]string{TargetRawSQL: "#555555", "row": "#1f77b4", "lease": "#ff7f0e"}
 	x := func(panel, i int) float64 {
 		step := panelW / float64(max(len(levels)-1, 1))
 		return left + float64(panel)*(panelW+gap) + float64(i)*step

@@ -1,4 +1,4 @@
-package main
+package history
 
 import (
 	"slices"
@@ -18,8 +18,8 @@ import (
 //	k4        first attempt unknown, retried on node-b: acknowledged
 //	k5        unknown, then lock_timeout on retry: still unknown, and it landed
 //	k6        acknowledged while read 5 ran; read 5 did not see it
-func validHistory() ([]op, []finalAccount) {
-	entries := []ledgerEntry{
+func validHistory() ([]Op, []Account) {
+	entries := []Entry{
 		{ID: 1, Kind: "deposit", Amount: 50, Balance: 150, Key: "k0"},
 		{ID: 2, Kind: "withdrawal", Amount: 30, Balance: 120, Key: "k1", Token: 7},
 		{ID: 3, Kind: "deposit", Amount: 7, Balance: 127, Key: "k6"},
@@ -27,29 +27,29 @@ func validHistory() ([]op, []finalAccount) {
 		{ID: 5, Kind: "deposit", Amount: 10, Balance: 142, Key: "k4"},
 		{ID: 6, Kind: "withdrawal", Amount: 20, Balance: 122, Key: "k5", Token: 8},
 	}
-	ops := []op{
-		{Index: 0, Kind: "deposit", Account: 1, Amount: 50, Key: "k0", Invoke: 0, Complete: 1, Outcome: outcomeOK},
-		{Index: 1, Kind: "withdrawal", Account: 1, Amount: 30, Key: "k1", Invoke: 1, Complete: 2, Outcome: outcomeOK, Token: 7},
-		{Index: 2, Kind: "withdrawal", Account: 1, Amount: 999, Key: "k2", Invoke: 2, Complete: 3, Outcome: outcomeFail, Code: "insufficient_funds"},
-		{Index: 3, Kind: "ledger", Account: 1, Invoke: 2.5, Complete: 3, Outcome: outcomeOK, Entries: 2, Digest: ledgerDigest(entries[:2])},
-		{Index: 4, Kind: "deposit", Account: 1, Amount: 5, Key: "k3", Invoke: 3, Complete: 9, Outcome: outcomeInfo, Code: "no_answer"},
+	ops := []Op{
+		{Index: 0, Kind: "deposit", Account: 1, Amount: 50, Key: "k0", Invoke: 0, Complete: 1, Outcome: OutcomeOK},
+		{Index: 1, Kind: "withdrawal", Account: 1, Amount: 30, Key: "k1", Invoke: 1, Complete: 2, Outcome: OutcomeOK, Token: 7},
+		{Index: 2, Kind: "withdrawal", Account: 1, Amount: 999, Key: "k2", Invoke: 2, Complete: 3, Outcome: OutcomeFail, Code: "insufficient_funds"},
+		{Index: 3, Kind: "ledger", Account: 1, Invoke: 2.5, Complete: 3, Outcome: OutcomeOK, Entries: 2, Digest: Digest(entries[:2])},
+		{Index: 4, Kind: "deposit", Account: 1, Amount: 5, Key: "k3", Invoke: 3, Complete: 9, Outcome: OutcomeInfo, Code: "no_answer"},
 		// k0 and k1 are certain; k3, k6 and k4 (its first attempt) possible: 120 to 142.
-		{Index: 5, Kind: "read", Account: 1, Invoke: 4, Complete: 5, Outcome: outcomeOK, Balance: 120},
-		{Index: 6, Kind: "deposit", Account: 1, Amount: 7, Key: "k6", Invoke: 4.2, Complete: 4.8, Outcome: outcomeOK},
-		{Index: 7, Kind: "deposit", Account: 1, Amount: 10, Key: "k4", Attempts: []attempt{
-			{Node: "node-a", Invoke: 4.5, Complete: 5.5, Outcome: outcomeInfo, Code: "no_answer"},
-			{Node: "node-b", Invoke: 5.6, Complete: 6.5, Outcome: outcomeOK},
+		{Index: 5, Kind: "read", Account: 1, Invoke: 4, Complete: 5, Outcome: OutcomeOK, Balance: 120},
+		{Index: 6, Kind: "deposit", Account: 1, Amount: 7, Key: "k6", Invoke: 4.2, Complete: 4.8, Outcome: OutcomeOK},
+		{Index: 7, Kind: "deposit", Account: 1, Amount: 10, Key: "k4", Attempts: []Attempt{
+			{Node: "node-a", Invoke: 4.5, Complete: 5.5, Outcome: OutcomeInfo, Code: "no_answer"},
+			{Node: "node-b", Invoke: 5.6, Complete: 6.5, Outcome: OutcomeOK},
 		}},
 		// k0, k1 and k6 certain, k3 and k4 possible: 127 to 142; it saw both.
-		{Index: 8, Kind: "read", Account: 1, Invoke: 6, Complete: 7, Outcome: outcomeOK, Balance: 142},
-		{Index: 9, Kind: "withdrawal", Account: 1, Amount: 20, Key: "k5", Strategy: "lease", Attempts: []attempt{
-			{Node: "node-a", Invoke: 8, Complete: 9, Outcome: outcomeInfo, Code: "outcome_unknown"},
-			{Node: "node-c", Invoke: 9.2, Complete: 10, Outcome: outcomeFail, Code: "lock_timeout"},
+		{Index: 8, Kind: "read", Account: 1, Invoke: 6, Complete: 7, Outcome: OutcomeOK, Balance: 142},
+		{Index: 9, Kind: "withdrawal", Account: 1, Amount: 20, Key: "k5", Strategy: "lease", Attempts: []Attempt{
+			{Node: "node-a", Invoke: 8, Complete: 9, Outcome: OutcomeInfo, Code: "outcome_unknown"},
+			{Node: "node-c", Invoke: 9.2, Complete: 10, Outcome: OutcomeFail, Code: "lock_timeout"},
 		}},
 		// k0, k1, k6 and k4 certain, k3 and k5 possible: 117 to 142.
-		{Index: 10, Kind: "read", Account: 1, Invoke: 11, Complete: 12, Outcome: outcomeOK, Balance: 122},
+		{Index: 10, Kind: "read", Account: 1, Invoke: 11, Complete: 12, Outcome: OutcomeOK, Balance: 122},
 	}
-	finals := []finalAccount{
+	finals := []Account{
 		{ID: 1, Opening: 100, Balance: 122, Entries: entries},
 		{ID: 2, Opening: 10, Balance: 10},
 	}
@@ -58,7 +58,7 @@ func validHistory() ([]op, []finalAccount) {
 
 func TestCheckerAcceptsAValidHistory(t *testing.T) {
 	ops, finals := validHistory()
-	if v := checkHistory(ops, finals); len(v) != 0 {
+	if v := Check(ops, finals); len(v) != 0 {
 		t.Fatalf("violations in a valid history: %+v", v)
 	}
 }
@@ -68,12 +68,12 @@ func TestCheckerAcceptsAValidHistory(t *testing.T) {
 // case fails if its rule is removed or weakened.
 func TestCheckerCatchesPlantedViolations(t *testing.T) {
 	type history struct {
-		ops    []op
-		finals []finalAccount
+		ops    []Op
+		finals []Account
 	}
 	// appendEntry adds an entry to account 1's ledger, with the balance it
 	// leaves, and makes the account's balance agree.
-	appendEntry := func(h *history, e ledgerEntry) {
+	appendEntry := func(h *history, e Entry) {
 		a := &h.finals[0]
 		e.ID = int64(len(a.Entries) + 1)
 		if e.Kind == "deposit" {
@@ -98,8 +98,8 @@ func TestCheckerCatchesPlantedViolations(t *testing.T) {
 		}
 		a.Balance = running
 	}
-	late := func(kind string, amount int64, key string, outcome string) op {
-		return op{Index: 11, Kind: kind, Account: 1, Amount: amount, Key: key, Invoke: 13, Complete: 14, Outcome: outcome}
+	late := func(kind string, amount int64, key string, outcome string) Op {
+		return Op{Index: 11, Kind: kind, Account: 1, Amount: amount, Key: key, Invoke: 13, Complete: 14, Outcome: outcome}
 	}
 	tests := []struct {
 		name  string
@@ -109,101 +109,101 @@ func TestCheckerCatchesPlantedViolations(t *testing.T) {
 		// Money.
 		{"BalanceDisagreesWithLedger", func(h *history) {
 			h.finals[0].Balance = 121 // a lost update the ledger did not see
-		}, []string{ruleBalance}},
+		}, []string{RuleBalance}},
 		{"EntryBalanceDoesNotFollow", func(h *history) {
 			h.finals[0].Entries[5].Balance = 123 // E6 says 123 after 142 − 20
-		}, []string{ruleEntryBalance}},
+		}, []string{RuleEntryBalance}},
 		{"Overdraft", func(h *history) {
-			h.ops = append(h.ops, late("withdrawal", 200, "k9", outcomeOK))
-			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 200, Key: "k9"})
-		}, []string{ruleNegative}},
+			h.ops = append(h.ops, late("withdrawal", 200, "k9", OutcomeOK))
+			appendEntry(h, Entry{Kind: "withdrawal", Amount: 200, Key: "k9"})
+		}, []string{RuleNegative}},
 
 		// Exactly once.
 		{"AcknowledgedTwice", func(h *history) {
-			appendEntry(h, ledgerEntry{Kind: "deposit", Amount: 10, Key: "k4"})
-		}, []string{ruleAtMostOnce}},
+			appendEntry(h, Entry{Kind: "deposit", Amount: 10, Key: "k4"})
+		}, []string{RuleAtMostOnce}},
 		{"UnknownAppliedTwice", func(h *history) {
-			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 20, Key: "k5", Token: 9})
-		}, []string{ruleAtMostOnce}},
+			appendEntry(h, Entry{Kind: "withdrawal", Amount: 20, Key: "k5", Token: 9})
+		}, []string{RuleAtMostOnce}},
 		{"AcknowledgedLost", func(h *history) {
-			h.ops = append(h.ops, late("deposit", 1, "k9", outcomeOK))
-		}, []string{ruleAcknowledged}},
+			h.ops = append(h.ops, late("deposit", 1, "k9", OutcomeOK))
+		}, []string{RuleAcknowledged}},
 		{"AcknowledgedByARetryLost", func(h *history) {
 			o := late("deposit", 1, "k9", "")
-			o.Attempts = []attempt{
-				{Node: "node-a", Invoke: 13, Complete: 14, Outcome: outcomeInfo, Code: "no_answer"},
-				{Node: "node-b", Invoke: 14, Complete: 15, Outcome: outcomeOK},
+			o.Attempts = []Attempt{
+				{Node: "node-a", Invoke: 13, Complete: 14, Outcome: OutcomeInfo, Code: "no_answer"},
+				{Node: "node-b", Invoke: 14, Complete: 15, Outcome: OutcomeOK},
 			}
 			h.ops = append(h.ops, o)
-		}, []string{ruleAcknowledged}},
+		}, []string{RuleAcknowledged}},
 		{"RefusedApplied", func(h *history) {
-			h.ops = append(h.ops, late("withdrawal", 3, "k9", outcomeFail))
-			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 3, Key: "k9"})
-		}, []string{ruleRefused}},
+			h.ops = append(h.ops, late("withdrawal", 3, "k9", OutcomeFail))
+			appendEntry(h, Entry{Kind: "withdrawal", Amount: 3, Key: "k9"})
+		}, []string{RuleRefused}},
 		{"RefusedOnEveryAttemptApplied", func(h *history) {
 			o := late("withdrawal", 3, "k9", "")
-			o.Attempts = []attempt{
-				{Node: "node-a", Invoke: 13, Complete: 14, Outcome: outcomeFail, Code: "database_unavailable"},
-				{Node: "node-b", Invoke: 14, Complete: 15, Outcome: outcomeFail, Code: "lock_timeout"},
+			o.Attempts = []Attempt{
+				{Node: "node-a", Invoke: 13, Complete: 14, Outcome: OutcomeFail, Code: "database_unavailable"},
+				{Node: "node-b", Invoke: 14, Complete: 15, Outcome: OutcomeFail, Code: "lock_timeout"},
 			}
 			h.ops = append(h.ops, o)
-			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 3, Key: "k9"})
-		}, []string{ruleRefused}},
+			appendEntry(h, Entry{Kind: "withdrawal", Amount: 3, Key: "k9"})
+		}, []string{RuleRefused}},
 		{"EntryOfNoOperation", func(h *history) {
-			appendEntry(h, ledgerEntry{Kind: "deposit", Amount: 1, Key: "nobody"})
-		}, []string{ruleOrphan}},
+			appendEntry(h, Entry{Kind: "deposit", Amount: 1, Key: "nobody"})
+		}, []string{RuleOrphan}},
 		{"EntryWithoutKey", func(h *history) {
-			appendEntry(h, ledgerEntry{Kind: "deposit", Amount: 1})
-		}, []string{ruleOrphan}},
+			appendEntry(h, Entry{Kind: "deposit", Amount: 1})
+		}, []string{RuleOrphan}},
 		{"EntryAmountDiffers", func(h *history) {
 			h.finals[0].Entries[3].Amount = 6 // k3 deposited 5
 			restate(h)
-		}, []string{ruleMismatch}},
+		}, []string{RuleMismatch}},
 		{"EntryKindDiffers", func(h *history) {
 			h.finals[0].Entries[3].Kind = "withdrawal" // k3 was a deposit
 			restate(h)
-		}, []string{ruleMismatch}},
+		}, []string{RuleMismatch}},
 		{"EntryOnAnotherAccount", func(h *history) {
-			h.ops = append(h.ops, late("deposit", 3, "k9", outcomeOK))
+			h.ops = append(h.ops, late("deposit", 3, "k9", OutcomeOK))
 			a := &h.finals[1]
-			a.Entries, a.Balance = []ledgerEntry{{ID: 7, Kind: "deposit", Amount: 3, Balance: 13, Key: "k9"}}, 13
-		}, []string{ruleAcknowledged, ruleMismatch}},
+			a.Entries, a.Balance = []Entry{{ID: 7, Kind: "deposit", Amount: 3, Balance: 13, Key: "k9"}}, 13
+		}, []string{RuleAcknowledged, RuleMismatch}},
 
 		// Reads.
 		{"ReadNegative", func(h *history) {
 			// An unknown withdrawal of 1000 makes −1 possible by the bounds.
-			h.ops = append(h.ops, op{Index: 11, Kind: "withdrawal", Account: 1, Amount: 1000, Key: "k9", Invoke: 3.5, Complete: 20, Outcome: outcomeInfo})
+			h.ops = append(h.ops, Op{Index: 11, Kind: "withdrawal", Account: 1, Amount: 1000, Key: "k9", Invoke: 3.5, Complete: 20, Outcome: OutcomeInfo})
 			h.ops[5].Balance = -1
-		}, []string{ruleReadNegative}},
+		}, []string{RuleReadNegative}},
 		{"ReadBelowLowerBound", func(h *history) {
 			h.ops[5].Balance = 119
-		}, []string{ruleReadLow}},
+		}, []string{RuleReadLow}},
 		{"ReadAboveUpperBound", func(h *history) {
 			h.ops[5].Balance = 143
-		}, []string{ruleReadHigh}},
+		}, []string{RuleReadHigh}},
 		{"ReadMissesWriteAcknowledgedBeforeIt", func(h *history) {
 			h.ops[10].Balance = 112 // k4 (+10) was acknowledged at 6.5, read 10 began at 11
-		}, []string{ruleReadLow}},
+		}, []string{RuleReadLow}},
 		{"ReadSeesWriteInvokedAfterIt", func(h *history) {
 			h.ops[5].Balance = 100 // k5 (−20) was invoked at 8, read 5 ended at 5
-		}, []string{ruleReadLow}},
+		}, []string{RuleReadLow}},
 		{"ReadSeesRefusedWrite", func(h *history) {
 			h.ops[2].Amount = 20 // k2 was refused
 			h.ops[5].Balance = 100
-		}, []string{ruleReadLow}},
+		}, []string{RuleReadLow}},
 
 		// Fences and the ledger's history.
 		{"StaleTokenAccepted", func(h *history) {
-			h.ops = append(h.ops, late("withdrawal", 5, "k9", outcomeOK))
-			appendEntry(h, ledgerEntry{Kind: "withdrawal", Amount: 5, Key: "k9", Token: 6}) // after token 8
-		}, []string{ruleFence}},
+			h.ops = append(h.ops, late("withdrawal", 5, "k9", OutcomeOK))
+			appendEntry(h, Entry{Kind: "withdrawal", Amount: 5, Key: "k9", Token: 6}) // after token 8
+		}, []string{RuleFence}},
 		{"LedgerReadEntryVanished", func(h *history) {
-			seen := append(h.finals[0].Entries[:2:2], ledgerEntry{ID: 3, Kind: "deposit", Amount: 8, Balance: 128, Key: "k8"})
-			h.ops[3].Entries, h.ops[3].Digest = 3, ledgerDigest(seen)
-		}, []string{ruleAppendOnly}},
+			seen := append(h.finals[0].Entries[:2:2], Entry{ID: 3, Kind: "deposit", Amount: 8, Balance: 128, Key: "k8"})
+			h.ops[3].Entries, h.ops[3].Digest = 3, Digest(seen)
+		}, []string{RuleAppendOnly}},
 		{"LedgerReadLongerThanLedger", func(h *history) {
 			h.ops[3].Entries = 7
-		}, []string{ruleAppendOnly}},
+		}, []string{RuleAppendOnly}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -211,7 +211,7 @@ func TestCheckerCatchesPlantedViolations(t *testing.T) {
 			h := history{ops, finals}
 			tt.plant(&h)
 			var rules []string
-			for _, v := range checkHistory(h.ops, h.finals) {
+			for _, v := range Check(h.ops, h.finals) {
 				if !slices.Contains(rules, v.Rule) {
 					rules = append(rules, v.Rule)
 				}

@@ -1,4 +1,4 @@
-package main
+package history
 
 import (
 	"fmt"
@@ -8,9 +8,9 @@ import (
 	"strings"
 )
 
-// writePlot draws throughput (ok operations per second) and p99 latency
+// WritePlot draws throughput (ok operations per second) and p99 latency
 // over time as an SVG, with the fault windows shaded: the picture of a check.
-func writePlot(w io.Writer, ops []op, faults []fault, duration float64) error {
+func WritePlot(w io.Writer, ops []Op, faults []Fault, duration float64) error {
 	const (
 		width, height = 900.0, 420.0
 		left, right   = 60.0, 60.0
@@ -27,7 +27,7 @@ func writePlot(w io.Writer, ops []op, faults []fault, duration float64) error {
 		if s < 0 || s >= seconds {
 			continue
 		}
-		if o.Outcome == outcomeOK {
+		if o.Outcome == OutcomeOK {
 			okPerSec[s]++
 		}
 		lat[s] = append(lat[s], (o.Complete-o.Invoke)*1000)

@@ -1,4 +1,4 @@
-package main
+package history
 
 import (
 	"encoding/xml"
@@ -8,9 +8,9 @@ import (
 
 func TestPlotIsSVGWithFaultWindows(t *testing.T) {
 	ops, _ := validHistory()
-	faults := []fault{{Kind: "pause", Node: "node-a", Start: 1, End: 3}, {Kind: "kill", Node: "node-b", Start: 5, End: 6}}
+	faults := []Fault{{Kind: "pause", Node: "node-a", Start: 1, End: 3}, {Kind: "kill", Node: "node-b", Start: 5, End: 6}}
 	var b strings.Builder
-	if err := writePlot(&b, ops, faults, 10); err != nil {
+	if err := WritePlot(&b, ops, faults, 10); err != nil {
 		t.Fatal(err)
 	}
 	var doc struct {

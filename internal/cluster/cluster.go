@@ -1,0 +1,202 @@
+// Package cluster runs lockbank as it runs in production, on one machine:
+// bankd nodes as real processes on a private PostgreSQL, or bankd nodes that
+// others run (with --docker, in containers). It injects the faults lockbank
+// is designed for — a node frozen (SIGSTOP, docker pause), killed and
+// restarted, every database session terminated, the database crashed and
+// restarted — and waits for what a scenario needs to see: a node ready, a
+// holder inside its lease, a lease run out.
+//
+// bankctl's scenarios and cmd/bankd's process tests start bankd through it
+// (StartNode), so there is one way to start bankd as a process.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lockbank/lockbank/internal/pglocal"
+)
+
+// Cluster is the nodes a scenario runs against: an own cluster (Start) or
+// targets (Connect).
+type Cluster struct {
+	Nodes []*Node
+
+	own         bool
+	pg          *pglocal.Server
+	databaseURL string
+	cleanup     []func()
+}
+
+// Options configure an own cluster.
+type Options struct {
+	Nodes    int           // 1 to 3: node-a, node-b, node-c
+	LeaseTTL time.Duration // the nodes' lease TTL, also their row-lock TTL
+	// Notef, if set, hears what is being started.
+	Notef func(format string, args ...any)
+}
+
+// NodeNames are the names of an own cluster's first n nodes.
+func NodeNames(n int) []string { return []string{"node-a", "node-b", "node-c"}[:n] }
+
+// Start starts an own cluster: a private PostgreSQL (internal/pglocal) and
+// the bankd processes, in demo mode, on free loopback ports; it waits until
+// every node is ready. Close stops it all.
+func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
+	c := &Cluster{own: true}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	dir, err := os.MkdirTemp("", "bankctl-*")
+	if err != nil {
+		return nil, err
+	}
+	c.cleanup = append(c.cleanup, func() { os.RemoveAll(dir) })
+	// The server may run as the postgres OS user (when we are root): let it in.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	bankd, err := Bankd(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	names := NodeNames(o.Nodes)
+	if o.Notef != nil {
+		o.Notef("starting an own cluster: PostgreSQL, %s (demo mode, lease TTL %s)", strings.Join(names, ", "), o.LeaseTTL)
+	}
+	// Room for three nodes' pools and bench's raw-SQL baseline at 256 clients.
+	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pgdata"), Settings: []string{"max_connections=400"}})
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL for the own cluster: %w (or pass --targets)", err)
+	}
+	c.cleanup = append(c.cleanup, func() { _ = pg.Stop(context.Background()) })
+	if err := pg.CreateDatabase(ctx, "lockbank"); err != nil {
+		return nil, err
+	}
+	c.pg, c.databaseURL = pg, pg.URL("lockbank")
+	wait := (o.LeaseTTL*3 + 2*time.Second).String()
+	demo := []string{"--unsafe-demo", "--lease-ttl", o.LeaseTTL.String(), "--lease-wait", wait,
+		// The row lock's lease is as long as the lease's, and a waiter waits it out.
+		"--row-lock-ttl", o.LeaseTTL.String(), "--lock-timeout", wait}
+	// The nodes start side by side; the migrations' advisory lock lets one
+	// of them apply each.
+	nodes, errs := make([]*Node, len(names)), make([]error, len(names))
+	logPaths := make([]string, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		logPaths[i] = filepath.Join(dir, name+".log")
+		log, err := os.OpenFile(logPaths[i], os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		c.cleanup = append(c.cleanup, func() { log.Close() })
+		wg.Go(func() {
+			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: demo, Log: log})
+		})
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		if n != nil {
+			c.cleanup = append(c.cleanup, n.Stop)
+			c.Nodes = append(c.Nodes, n)
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			text, _ := os.ReadFile(logPaths[i])
+			return nil, fmt.Errorf("%w\n%s", err, text)
+		}
+	}
+	return c, nil
+}
+
+// Connect names bankd nodes that others run, at targets (base URLs; the
+// first is node-a, whose container, if docker is not "", is frozen and
+// killed with docker commands). It asks each for its name.
+func Connect(ctx context.Context, targets []string, docker string) (*Cluster, error) {
+	c := &Cluster{}
+	for i, u := range targets {
+		n := &Node{URL: u, API: newAPI(u)}
+		h, err := n.API.Health(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", u, err)
+		}
+		n.Name = h.Node
+		if i == 0 {
+			n.docker = docker
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	return c, nil
+}
+
+// Own reports whether the cluster is an own one (Start).
+func (c *Cluster) Own() bool { return c.own }
+
+// DatabaseURL is the own cluster's database, or "".
+func (c *Cluster) DatabaseURL() string { return c.databaseURL }
+
+// Close stops what Start started, in reverse order.
+func (c *Cluster) Close() {
+	for i := len(c.cleanup) - 1; i >= 0; i-- {
+		c.cleanup[i]()
+	}
+	c.cleanup = nil
+}
+
+// TerminateSessions ends every bankd session of the own cluster's database
+// (pg_terminate_backend), as a network cut or a database operator would.
+func (c *Cluster) TerminateSessions(ctx context.Context) error {
+	if c.databaseURL == "" {
+		return fmt.Errorf("terminate needs the own cluster's database")
+	}
+	conn, err := pgx.Connect(ctx, c.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'bankd %'`)
+	return err
+}
+
+// RestartDatabase stops the own cluster's PostgreSQL the way a crash does
+// (immediate shutdown) and starts it again on the same port.
+func (c *Cluster) RestartDatabase(ctx context.Context) error {
+	if c.pg == nil {
+		return fmt.Errorf("db-restart needs the own cluster's database")
+	}
+	return c.pg.CrashAndRestart(ctx)
+}
+
+// PeakRSSMiB is the largest peak resident set (VmHWM) of the own nodes'
+// processes, in MiB; 0 for targets, which are not our children.
+func (c *Cluster) PeakRSSMiB() float64 {
+	var peak float64
+	for _, n := range c.Nodes {
+		pid := n.PID()
+		if pid == 0 {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+				peak = max(peak, kb/1024)
+			}
+		}
+	}
+	return peak
+}
