@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -128,8 +129,22 @@ func try(dir string, m mutant) (verdict, detail string) {
 			return "BROKEN", err.Error()
 		}
 	}
+	// The tests' temporary files, their private PostgreSQL's included, go to
+	// a directory of this mutant's, so that a server left behind by a test
+	// binary the mutant crashed (a panic skips pgtest's cleanup) is stopped.
+	tmp, err := os.MkdirTemp("", "lockbank-mutant-")
+	if err != nil {
+		return "BROKEN", err.Error()
+	}
+	defer stopLeftovers(tmp)
+	// PostgreSQL runs as the postgres user when we are root: it must reach
+	// its data directory below tmp.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "BROKEN", err.Error()
+	}
 	cmd := exec.Command("go", "test", "-count=1", "-vet=off", "-timeout=5m", "-run", m.tests, "./"+m.pkg)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	switch {
@@ -141,6 +156,28 @@ func try(dir string, m mutant) (verdict, detail string) {
 		return "caught", failures(out)
 	}
 	return "BROKEN", err.Error()
+}
+
+// stopLeftovers stops every PostgreSQL whose data directory is below tmp —
+// their postmaster.pid names the process — and removes tmp.
+func stopLeftovers(tmp string) {
+	pids, _ := filepath.Glob(filepath.Join(tmp, "*", "*", "postmaster.pid"))
+	for _, pidFile := range pids {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Signal(syscall.SIGQUIT) // immediate shutdown
+			}
+		}
+	}
+	if len(pids) > 0 {
+		time.Sleep(time.Second) // let the servers exit before their files go
+	}
+	_ = os.RemoveAll(tmp)
 }
 
 // failures picks the names of the failed tests out of go test's output.
