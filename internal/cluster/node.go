@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/lockbank/lockbank/client"
+	"github.com/lockbank/lockbank/internal/wait"
 )
 
 // Node is one bankd and the means to freeze, resume, kill and restart it:
@@ -178,7 +180,44 @@ func (n *Node) Stop() {
 // Freeze stops the node as a whole (SIGSTOP, or docker pause): it keeps its
 // leases, its connections and its requests in flight, and does nothing.
 func (n *Node) Freeze(ctx context.Context) error {
-	return n.act(ctx, "frozen", syscall.SIGSTOP, "pause")
+	if err := n.act(ctx, "frozen", syscall.SIGSTOP, "pause"); err != nil {
+		return err
+	}
+	// kill(2) only queues the signal: wait until the kernel has stopped
+	// the process, so that nothing it does after Freeze returns is the
+	// frozen node's.
+	if p, _ := n.process(); p != nil {
+		return wait.Poll(ctx, 5*time.Second, time.Millisecond, func() bool { return stopped(p.Pid) })
+	}
+	return nil
+}
+
+// stopped reports whether every thread of process pid is stopped (state T
+// in /proc/<pid>/task/<tid>/stat): a Go process serves requests on many.
+func stopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, stat := range stats {
+		if processState(stat) != 'T' {
+			return false
+		}
+	}
+	return len(stats) > 0
+}
+
+// processState is the state letter in a /proc/<pid>/stat file (T: stopped),
+// or 0 when it cannot be read.
+func processState(stat string) byte {
+	b, err := os.ReadFile(stat)
+	if err != nil {
+		return 0
+	}
+	// The state follows the command name, which is in parentheses and may
+	// itself hold spaces or parentheses: read after the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
 }
 
 // Resume lets a frozen node go on (SIGCONT, or docker unpause).
