@@ -10,12 +10,14 @@ import (
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
-// addRoutes is the whole API surface of bankd.
+// addRoutes is the whole API surface of bankd; openapi.yaml describes each
+// route (a test checks that the two list the same ones).
 func addRoutes(r chi.Router, node string, accounts *account.Service, locks *lockmgr.Manager, keys *apikey.Set, ready func(context.Context) error) {
 	// Open always, so that load balancers and container health checks need
 	// no key.
 	r.Get("/healthz", handleHealthz(node))
 	r.Get("/readyz", handleReadyz(ready))
+	r.Get("/openapi.yaml", handleOpenAPI())
 
 	r.Route("/v1", func(r chi.Router) {
 		if keys != nil {

@@ -9,6 +9,7 @@ package bankdtest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/account"
+	"github.com/lockbank/lockbank/internal/contract"
 	"github.com/lockbank/lockbank/internal/pgtest"
 	"github.com/lockbank/lockbank/lockmgr"
 	"github.com/lockbank/lockbank/web"
@@ -33,11 +35,13 @@ type Server struct {
 }
 
 // Start serves bankd on a fresh database until t ends. wrap, if not nil,
-// wraps the handler: to watch what reaches it.
+// wraps the handler: to watch what reaches it. Every request and response
+// is checked against the OpenAPI document (internal/contract); a mismatch
+// fails t.
 func Start(t testing.TB, wrap func(http.Handler) http.Handler) Server {
 	t.Helper()
 	pool := pgtest.New(t)
-	srv, closeLocks := serve(pool, wrap)
+	srv, closeLocks := serve(pool, contract.Check(t), wrap)
 	t.Cleanup(closeLocks)
 	t.Cleanup(srv.Close)
 	return Server{URL: srv.URL, Pool: pool}
@@ -51,15 +55,21 @@ func StartExample() string {
 	if err != nil {
 		panic(err)
 	}
-	srv, _ := serve(pool, nil)
+	srv, _ := serve(pool, contract.Check(panicReporter{}), nil)
 	return srv.URL
 }
 
-func serve(pool *pgxpool.Pool, wrap func(http.Handler) http.Handler) (*httptest.Server, func()) {
+// panicReporter fails an example, which has no testing.TB, on a contract
+// mismatch: the panic aborts the response, so the example's output differs.
+type panicReporter struct{}
+
+func (panicReporter) Errorf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
+func serve(pool *pgxpool.Pool, check, wrap func(http.Handler) http.Handler) (*httptest.Server, func()) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	accounts := account.NewService(pool, account.Options{UnsafeDemo: true, Locks: locks, Node: Node})
-	var h http.Handler = web.NewServer(logger, Node, accounts, locks, nil, pool.Ping) // no API keys
+	h := check(web.NewServer(logger, Node, accounts, locks, nil, pool.Ping)) // no API keys
 	if wrap != nil {
 		h = wrap(h)
 	}
