@@ -95,7 +95,7 @@ func (k keyed) createAccount(t *testing.T, secret string, balance int64) string 
 
 // TestUnauthenticated: with keys, every /v1 request without a good key is
 // refused with 401 unauthenticated, a WWW-Authenticate challenge and one
-// body whatever was wrong — and changes nothing; /healthz and /readyz stay
+// body whatever was wrong — and changes nothing; /healthz, /readyz and /openapi.yaml stay
 // open.
 func TestUnauthenticated(t *testing.T) {
 	t.Parallel()
@@ -168,7 +168,7 @@ func TestUnauthenticated(t *testing.T) {
 	if err := k.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM leases)`).Scan(&accounts, &leases); err != nil || accounts != 0 || leases != 0 {
 		t.Fatalf("%d accounts, %d leases after refused requests (%v), want none", accounts, leases, err)
 	}
-	for _, path := range []string{"/healthz", "/readyz"} {
+	for _, path := range []string{"/healthz", "/readyz", "/openapi.yaml"} {
 		if r := k.do(t, request{"GET", path, nil, ``}); r.status != 200 {
 			t.Fatalf("%s without a key: %d %s", path, r.status, r.body)
 		}

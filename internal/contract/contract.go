@@ -120,7 +120,7 @@ func Check(t Reporter) func(http.Handler) http.Handler {
 				Options:                &openapi3filter.Options{MultiError: true, IncludeResponseStatus: true},
 			})
 			if respErr != nil {
-				t.Errorf("contract: %s %s answered %d %s: the document does not allow it: %v", r.Method, r.URL.Path, status, strings.TrimSpace(rec.body.String()), respErr)
+				t.Errorf("contract: %s %s answered %d %s: the document does not allow it: %v", r.Method, r.URL.Path, status, excerpt(rec.body.Bytes()), respErr)
 			}
 		})
 	}
@@ -137,7 +137,7 @@ func checkUnrouted(t Reporter, doc *openapi3.T, r *http.Request, rec *recorder, 
 		http.StatusUnauthorized:     "unauthenticated",
 	}[status]
 	if want == "" {
-		t.Errorf("contract: %s %s is not in the document (%v), yet it was answered %d %s", r.Method, r.URL.Path, routeErr, status, strings.TrimSpace(rec.body.String()))
+		t.Errorf("contract: %s %s is not in the document (%v), yet it was answered %d %s", r.Method, r.URL.Path, routeErr, status, excerpt(rec.body.Bytes()))
 		return
 	}
 	var problem struct {
@@ -204,4 +204,14 @@ func (r *recorder) statusCode() int {
 		return http.StatusOK
 	}
 	return r.status
+}
+
+// excerpt is the start of a body, for a message.
+func excerpt(b []byte) string {
+	const max = 300
+	s := strings.TrimSpace(string(b))
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
 }
