@@ -19,6 +19,7 @@ import (
 
 	"github.com/lockbank/lockbank/client"
 	"github.com/lockbank/lockbank/internal/cluster"
+	"github.com/lockbank/lockbank/internal/contract"
 	"github.com/lockbank/lockbank/internal/pglocal"
 	"github.com/lockbank/lockbank/internal/pgtest"
 )
@@ -52,13 +53,20 @@ func startBankd(t *testing.T, env map[string]string, args ...string) bankd {
 		return runErr
 	}
 	t.Cleanup(func() { _ = stop() })
-	b := bankd{url: "http://" + addr, api: client.New("http://" + addr), logs: logs, stop: stop}
+	b := bankd{url: "http://" + addr, api: client.New("http://"+addr, client.WithHTTPClient(checked(t))), logs: logs, stop: stop}
 	if err := cluster.WaitReady(context.Background(), b.api, 60*time.Second, exited); errors.Is(err, cluster.ErrExited) {
 		t.Fatalf("bankd exited during start: %v\n%s", runErr, logs)
 	} else if err != nil {
 		t.Fatalf("bankd not ready: %v\n%s", err, logs)
 	}
 	return b
+}
+
+// checked is an HTTP client that validates each request to bankd and its
+// answer against the OpenAPI document (internal/contract), failing t on a
+// mismatch.
+func checked(t *testing.T) *http.Client {
+	return &http.Client{Transport: contract.Transport(t, nil)}
 }
 
 func freeAddr(t *testing.T) string {

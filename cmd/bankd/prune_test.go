@@ -90,7 +90,7 @@ func send(t *testing.T, method, url, body string, headers map[string]string) (st
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := checked(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

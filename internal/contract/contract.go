@@ -81,76 +81,91 @@ func Check(t Reporter) func(http.Handler) http.Handler {
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			rec := &recorder{ResponseWriter: w}
-			route, pathParams, routeErr := router.FindRoute(r)
-			for name, value := range pathParams {
-				// The legacy router lets a parameter match nothing
-				// (DELETE /v1/locks as /v1/locks/{resource}); chi does not.
-				if value == "" && routeErr == nil {
-					routeErr = fmt.Errorf("empty path parameter %s", name)
-				}
-			}
+			route, pathParams, routeErr := findRoute(router, r)
 			if routeErr != nil {
 				next.ServeHTTP(rec, r)
-				checkUnrouted(t, doc, r, rec, routeErr)
+				checkUnrouted(t, doc, r, rec.statusCode(), rec.Header(), rec.body.Bytes(), routeErr)
 				return
 			}
-			// Validated on a copy: the handler reads the original.
-			clone := r.Clone(r.Context())
-			clone.Body = io.NopCloser(bytes.NewReader(body))
-			reqInput := &openapi3filter.RequestValidationInput{
-				Request:    clone,
-				PathParams: pathParams,
-				Route:      route,
-				Options: &openapi3filter.Options{
-					MultiError:         true,
-					AuthenticationFunc: bearerPresent,
-				},
-			}
-			reqErr := openapi3filter.ValidateRequest(r.Context(), reqInput)
+			reqInput, reqErr := validateRequest(r, body, route, pathParams)
 			next.ServeHTTP(rec, r)
-			status := rec.statusCode()
-			if reqErr != nil && status < 400 {
-				t.Errorf("contract: %s %s: the document calls the request invalid, yet it was answered %d: %v", r.Method, r.URL.Path, status, reqErr)
-			}
-			respErr := openapi3filter.ValidateResponse(r.Context(), &openapi3filter.ResponseValidationInput{
-				RequestValidationInput: reqInput,
-				Status:                 status,
-				Header:                 rec.Header().Clone(),
-				Body:                   io.NopCloser(bytes.NewReader(rec.body.Bytes())),
-				Options:                &openapi3filter.Options{MultiError: true, IncludeResponseStatus: true},
-			})
-			if respErr != nil {
-				t.Errorf("contract: %s %s answered %d %s: the document does not allow it: %v", r.Method, r.URL.Path, status, excerpt(rec.body.Bytes()), respErr)
-			}
+			checkExchange(t, r, reqInput, reqErr, rec.statusCode(), rec.Header().Clone(), rec.body.Bytes())
 		})
 	}
+}
+
+// validateRequest validates r, whose body is body, on a copy: the handler
+// reads the original.
+func validateRequest(r *http.Request, body []byte, route *routers.Route, pathParams map[string]string) (*openapi3filter.RequestValidationInput, error) {
+	clone := r.Clone(r.Context())
+	clone.Body = io.NopCloser(bytes.NewReader(body))
+	reqInput := &openapi3filter.RequestValidationInput{
+		Request:    clone,
+		PathParams: pathParams,
+		Route:      route,
+		Options: &openapi3filter.Options{
+			MultiError:         true,
+			AuthenticationFunc: bearerPresent,
+		},
+	}
+	return reqInput, openapi3filter.ValidateRequest(r.Context(), reqInput)
+}
+
+// checkExchange reports a request the document calls invalid that was
+// accepted anyway, and any response the document does not allow.
+func checkExchange(t Reporter, r *http.Request, reqInput *openapi3filter.RequestValidationInput, reqErr error, status int, header http.Header, body []byte) {
+	if reqErr != nil && status < 400 {
+		t.Errorf("contract: %s %s: the document calls the request invalid, yet it was answered %d: %v", r.Method, r.URL.Path, status, reqErr)
+	}
+	respErr := openapi3filter.ValidateResponse(r.Context(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: reqInput,
+		Status:                 status,
+		Header:                 header,
+		Body:                   io.NopCloser(bytes.NewReader(body)),
+		Options:                &openapi3filter.Options{MultiError: true, IncludeResponseStatus: true},
+	})
+	if respErr != nil {
+		t.Errorf("contract: %s %s answered %d %s: the document does not allow it: %v", r.Method, r.URL.Path, status, excerpt(body), respErr)
+	}
+}
+
+// findRoute is the document's operation for r, as chi would route it.
+func findRoute(router routers.Router, r *http.Request) (*routers.Route, map[string]string, error) {
+	route, pathParams, err := router.FindRoute(r)
+	for name, value := range pathParams {
+		// The legacy router lets a parameter match nothing
+		// (DELETE /v1/locks as /v1/locks/{resource}); chi does not.
+		if value == "" && err == nil {
+			err = fmt.Errorf("empty path parameter %s", name)
+		}
+	}
+	return route, pathParams, err
 }
 
 // checkUnrouted holds a request for a path or method the document lacks to
 // the answers chi gives it: a not_found or method_not_allowed problem (or,
 // with API keys, unauthenticated, which /v1's middleware answers first).
-func checkUnrouted(t Reporter, doc *openapi3.T, r *http.Request, rec *recorder, routeErr error) {
-	status := rec.statusCode()
+func checkUnrouted(t Reporter, doc *openapi3.T, r *http.Request, status int, header http.Header, body []byte, routeErr error) {
 	want := map[int]string{
 		http.StatusNotFound:         "not_found",
 		http.StatusMethodNotAllowed: "method_not_allowed",
 		http.StatusUnauthorized:     "unauthenticated",
 	}[status]
 	if want == "" {
-		t.Errorf("contract: %s %s is not in the document (%v), yet it was answered %d %s", r.Method, r.URL.Path, routeErr, status, excerpt(rec.body.Bytes()))
+		t.Errorf("contract: %s %s is not in the document (%v), yet it was answered %d %s", r.Method, r.URL.Path, routeErr, status, excerpt(body))
 		return
 	}
 	var problem struct {
 		Code string `json:"code"`
 	}
-	value, err := decodeJSON(rec.body.Bytes(), &problem)
+	value, err := decodeJSON(body, &problem)
 	if err == nil {
 		err = doc.Components.Schemas["Problem"].Value.VisitJSON(value)
 	}
 	if err == nil && problem.Code != want {
 		err = fmt.Errorf("code %q, want %q", problem.Code, want)
 	}
-	if ct := rec.Header().Get("Content-Type"); err == nil && ct != "application/problem+json" {
+	if ct := header.Get("Content-Type"); err == nil && ct != "application/problem+json" {
 		err = fmt.Errorf("Content-Type %q", ct)
 	}
 	if err != nil {
