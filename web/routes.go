@@ -14,7 +14,7 @@ import (
 // route (a test checks that the two list the same ones).
 func addRoutes(r chi.Router, node string, accounts *account.Service, locks *lockmgr.Manager, keys *apikey.Set, ready func(context.Context) error) {
 	// Open always, so that load balancers and container health checks need
-	// no key.
+	// no key, and a client can read the contract before it has one.
 	r.Get("/healthz", handleHealthz(node))
 	r.Get("/readyz", handleReadyz(ready))
 	r.Get("/openapi.yaml", handleOpenAPI())
