@@ -62,8 +62,10 @@ type Result struct {
 // Errors: CodeInvalidAmount, CodeInvalidRequest, CodeInvalidIdempotencyKey,
 // CodeUnsafeDisabled, CodeAccountNotFound, CodeBalanceOverflow,
 // CodeIdempotencyKeyReused, and the database failures (package comment).
-func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
+func (s *Service) Deposit(ctx context.Context, c Change) (res Result, err error) {
 	c.Strategy = StrategyRow
+	start := time.Now()
+	defer func() { s.metrics.answered(KindDeposit, c.Strategy, start, res, err) }()
 	if err := s.validate(c); err != nil {
 		return Result{}, err
 	}
@@ -79,7 +81,9 @@ func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 // never for the lease the lease strategy takes itself), CodeLockTimeout when
 // the lease strategies wait too long for a usable lease, and the database
 // failures (package comment).
-func (s *Service) Withdraw(ctx context.Context, c Change) (Result, error) {
+func (s *Service) Withdraw(ctx context.Context, c Change) (res Result, err error) {
+	start := time.Now()
+	defer func() { s.metrics.answered(KindWithdrawal, strategyLabel(c.Strategy), start, res, err) }()
 	if err := s.validate(c); err != nil {
 		return Result{}, err
 	}
@@ -154,4 +158,14 @@ func refuse(kind string, balance, amount int64) *Error {
 		return errorf(CodeBalanceOverflow, "a deposit of %d would overflow the balance", amount)
 	}
 	return nil
+}
+
+// strategyLabel is strategy as a metric label: an unknown one (refused with
+// CodeUnknownStrategy) is "unknown", so a client cannot mint label values.
+func strategyLabel(strategy Strategy) Strategy {
+	switch strategy {
+	case StrategyRow, StrategyUnsafe, StrategyLease, StrategyLeaseNoFence:
+		return strategy
+	}
+	return "unknown"
 }

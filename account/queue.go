@@ -170,13 +170,16 @@ func (s *Service) applyBatch(batch []*pending) (outs []outcome) {
 	ctx, cancel := batchContext(batch)
 	defer cancel()
 	if batch[0].change.Strategy == StrategyLease {
+		s.metrics.applied(pathLeaseBatch, len(batch))
 		return s.applyLeased(ctx, batch)
 	}
 	if len(batch) == 1 {
 		if out, done := s.applyLone(ctx, batch[0]); done {
+			s.metrics.applied(pathLone, 1)
 			return []outcome{out}
 		}
 	}
+	s.metrics.applied(pathBatch, len(batch))
 	return s.applyRows(ctx, batch)
 }
 
