@@ -56,6 +56,9 @@ type Result struct {
 	// Replayed is true when the outcome (Entry, or the returned *Error) was
 	// stored by an earlier request with the same idempotency key.
 	Replayed bool
+	// BatchSize is how many changes shared this change's transaction (1
+	// alone); 0 when it was refused before reaching one. For logs.
+	BatchSize int
 }
 
 // Deposit adds c.Amount to the account under its row lock.

@@ -12,17 +12,17 @@ import (
 // package) registers Service.Collector on a registry of its own. Labels
 // name a strategy, an outcome code, a kind or a path, never an account.
 type Metrics struct {
-	changes     *prometheus.CounterVec
-	latency     *prometheus.HistogramVec
-	batchSize   prometheus.Histogram
-	batches     *prometheus.CounterVec
-	unknown     prometheus.Counter
-	replays     prometheus.Counter
-	collectors  []prometheus.Collector
-	pathLone    prometheus.Counter // batches' children, resolved once
-	pathBatch   prometheus.Counter
-	pathLease   prometheus.Counter
-	pathDemo    prometheus.Counter
+	changes    *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	batchSize  prometheus.Histogram
+	batches    *prometheus.CounterVec
+	unknown    prometheus.Counter
+	replays    prometheus.Counter
+	collectors []prometheus.Collector
+	pathLone   prometheus.Counter // batches' children, resolved once
+	pathBatch  prometheus.Counter
+	pathLease  prometheus.Counter
+	pathDemo   prometheus.Counter
 }
 
 // Outcome labels besides the Code constants.

@@ -155,6 +155,11 @@ func takeBatch(queue []*pending) (batch, rest []*pending) {
 // this node until a restart.
 func (s *Service) applyBatch(batch []*pending) (outs []outcome) {
 	defer func() {
+		for i := range outs {
+			outs[i].res.BatchSize = len(batch)
+		}
+	}()
+	defer func() {
 		if v := recover(); v != nil {
 			err := fmt.Errorf("%w: applying a batch of %d changes to account %d panicked: %v\n%s",
 				ErrOutcomeUnknown, len(batch), batch[0].change.AccountID, v, debug.Stack())

@@ -59,7 +59,7 @@ func serve(pool *pgxpool.Pool, wrap func(http.Handler) http.Handler) (*httptest.
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	accounts := account.NewService(pool, account.Options{UnsafeDemo: true, Locks: locks, Node: Node})
-	var h http.Handler = web.NewServer(logger, Node, accounts, locks, nil, pool.Ping) // no API keys
+	var h http.Handler = web.NewServer(logger, Node, accounts, locks, nil, pool.Ping, nil) // no API keys
 	if wrap != nil {
 		h = wrap(h)
 	}
