@@ -161,6 +161,10 @@ func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl 
 		timer *time.Timer
 		alarm <-chan time.Time
 		last  *HeldError
+		// asked: the database has been asked, so a wake is news (a release
+		// or an expiry), not the turn joining the line gives. again: the
+		// wake is our own, to ask again at once. Neither is counted.
+		asked, again bool
 	)
 	sleep := func(d time.Duration) {
 		if timer == nil {
@@ -178,7 +182,10 @@ func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl 
 	for {
 		select {
 		case <-w.wake:
-			m.metrics.wakeups.WithLabelValues("notify").Inc()
+			if asked && !again {
+				m.metrics.wakeups.WithLabelValues("notify").Inc()
+			}
+			again = false
 		case <-alarm:
 			m.metrics.wakeups.WithLabelValues("expiry").Inc()
 		case <-ctx.Done():
@@ -198,11 +205,13 @@ func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl 
 			continue
 		}
 		l, err := m.tryOnce(ctx, resource, holder, owner, ttl)
+		asked = true
 		if err == nil {
 			m.granted(w, l)
 			return l, nil
 		}
 		if errors.Is(err, errRowVanished) {
+			again = true
 			w.signal() // nobody holds it: ask again at once
 			continue
 		}
@@ -212,6 +221,7 @@ func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl 
 		if !m.ensureRegistered(ctx, w) {
 			// Registered just now: a release may have come between our try
 			// and the registration, unannounced. Ask again before sleeping.
+			again = true
 			w.signal()
 			continue
 		}
