@@ -115,8 +115,8 @@ var mutants = []mutant{
 		name: "fence-nil",
 		what: "the fence accepts every token",
 		edits: []edit{{"lockmgr/fence.go",
-			"err := tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)",
-			"err := tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)\n\tif true {\n\t\treturn nil\n\t}"}},
+			"err = tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)",
+			"err = tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)\n\tif true {\n\t\treturn current, nil\n\t}"}},
 		pkg: "lockmgr", tests: "^(TestFence|TestFenceHoldsOffTakeover)$",
 	},
 	{
