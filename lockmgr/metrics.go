@@ -71,7 +71,7 @@ func newMetrics() *Metrics {
 		}, []string{"result"}),
 		wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lockbank_lock_wakeups_total",
-			Help: "Times the head of an Acquire line woke to ask the database again, by cause: notify (a release, local or notified), expiry (the lease's time ran out).",
+			Help: "Times the head of an Acquire line woke to ask the database again, by cause: notify (a release, local or notified, or the listener connecting, after which every waiter asks again), expiry (the lease's time ran out).",
 		}, []string{"cause"}),
 		waiters: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lockbank_lock_waiters",

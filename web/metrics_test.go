@@ -140,7 +140,6 @@ func TestMetricsCountAKnownSequence(t *testing.T) {
 		{"lockbank_lock_fence_checks_total", map[string]string{"result": "stale"}, 1},
 		{"lockbank_lock_fence_checks_total", nil, 1},
 		{"lockbank_lock_releases_total", nil, 0},
-		{"lockbank_lock_wakeups_total", map[string]string{"cause": "notify"}, 0},
 		{"lockbank_lock_waiters", nil, 0},
 		{"lockbank_http_requests_total", map[string]string{"route": "/v1/accounts/{id}/withdrawals", "method": "POST", "status": "201"}, 3},
 		{"lockbank_http_requests_total", map[string]string{"route": "/v1/accounts/{id}/withdrawals", "method": "POST", "status": "409"}, 2},
