@@ -81,12 +81,14 @@ type Service struct {
 	leaseTTL   time.Duration
 	leaseWait  time.Duration
 	combine    combiner
+	metrics    *Metrics
 }
 
 // NewService returns a Service on pool, whose database must be migrated.
 func NewService(pool *pgxpool.Pool, opts Options) *Service {
 	s := &Service{pool: pool, unsafeDemo: opts.UnsafeDemo, locks: opts.Locks, node: opts.Node,
-		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, combine: combiner{queues: map[queueKey][]*pending{}}}
+		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, combine: combiner{queues: map[queueKey][]*pending{}},
+		metrics: newMetrics()}
 	if s.leaseTTL == 0 {
 		s.leaseTTL = 5 * time.Second
 	}

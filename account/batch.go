@@ -81,7 +81,7 @@ func (s *Service) runBatch(ctx context.Context, batch []*pending, outs []outcome
 	// Release destroys a connection left inside a transaction.
 	defer conn.Release()
 
-	plan, err := readBatch(ctx, conn, batch, outs, lease)
+	plan, err := s.readBatch(ctx, conn, batch, outs, lease)
 	switch {
 	case err == nil && plan == nil: // no such account: every outcome says so
 		rollback(ctx, conn)
@@ -106,7 +106,7 @@ func (s *Service) runBatch(ctx context.Context, batch []*pending, outs []outcome
 // decide every change. A nil plan means there is nothing to write: the
 // account does not exist (every outcome says so). A lease the fence refuses
 // is errLeaseRefused, and no outcome is set.
-func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, outs []outcome, lease *lockmgr.Lease) (*batchPlan, error) {
+func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, outs []outcome, lease *lockmgr.Lease) (*batchPlan, error) {
 	id := batch[0].change.AccountID
 	var keys []string
 	for _, p := range batch {
@@ -150,7 +150,7 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, outs [
 		return nil, err
 	}
 	if lease != nil {
-		if err := lockmgr.CheckFence(ctx, conn, lease.Resource, lease.Token); err != nil {
+		if err := s.locks.CheckFence(ctx, conn, lease.Resource, lease.Token); err != nil {
 			if !isRefusal(fenceRefusal(err, lease.Token)) {
 				return nil, err // the database failed, not the lease
 			}
@@ -163,7 +163,7 @@ func readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, outs [
 	for _, p := range batch {
 		if t := p.change.FenceToken; t != 0 && stored[p.change.IdempotencyKey] == nil {
 			if _, done := fences[t]; !done {
-				fences[t] = lockmgr.CheckFence(ctx, conn, LeaseResource(id), t)
+				fences[t] = s.locks.CheckFence(ctx, conn, LeaseResource(id), t)
 				if refusal := fenceRefusal(fences[t], t); refusal != nil && !isRefusal(refusal) {
 					return nil, refusal // the database failed, not the token
 				}

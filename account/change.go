@@ -56,14 +56,19 @@ type Result struct {
 	// Replayed is true when the outcome (Entry, or the returned *Error) was
 	// stored by an earlier request with the same idempotency key.
 	Replayed bool
+	// BatchSize is how many changes shared this change's transaction (1
+	// alone); 0 when it was refused before reaching one. For logs.
+	BatchSize int
 }
 
 // Deposit adds c.Amount to the account under its row lock.
 // Errors: CodeInvalidAmount, CodeInvalidRequest, CodeInvalidIdempotencyKey,
 // CodeUnsafeDisabled, CodeAccountNotFound, CodeBalanceOverflow,
 // CodeIdempotencyKeyReused, and the database failures (package comment).
-func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
+func (s *Service) Deposit(ctx context.Context, c Change) (res Result, err error) {
 	c.Strategy = StrategyRow
+	start := time.Now()
+	defer func() { s.metrics.answered(KindDeposit, c.Strategy, start, res, err) }()
 	if err := s.validate(c); err != nil {
 		return Result{}, err
 	}
@@ -79,7 +84,9 @@ func (s *Service) Deposit(ctx context.Context, c Change) (Result, error) {
 // never for the lease the lease strategy takes itself), CodeLockTimeout when
 // the lease strategies wait too long for a usable lease, and the database
 // failures (package comment).
-func (s *Service) Withdraw(ctx context.Context, c Change) (Result, error) {
+func (s *Service) Withdraw(ctx context.Context, c Change) (res Result, err error) {
+	start := time.Now()
+	defer func() { s.metrics.answered(KindWithdrawal, strategyLabel(c.Strategy), start, res, err) }()
 	if err := s.validate(c); err != nil {
 		return Result{}, err
 	}
@@ -154,4 +161,14 @@ func refuse(kind string, balance, amount int64) *Error {
 		return errorf(CodeBalanceOverflow, "a deposit of %d would overflow the balance", amount)
 	}
 	return nil
+}
+
+// strategyLabel is strategy as a metric label: an unknown one (refused with
+// CodeUnknownStrategy) is "unknown", so a client cannot mint label values.
+func strategyLabel(strategy Strategy) Strategy {
+	switch strategy {
+	case StrategyRow, StrategyUnsafe, StrategyLease, StrategyLeaseNoFence:
+		return strategy
+	}
+	return "unknown"
 }

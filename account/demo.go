@@ -8,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lockbank/lockbank/internal/pgerr"
-	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // applyDemo runs an unsafe change, or a row change with a hold, alone (see
@@ -21,6 +20,7 @@ import (
 // write, until COMMIT); row reads FOR UPDATE and holds the row lock through
 // the hold.
 func (s *Service) applyDemo(ctx context.Context, kind string, c Change) (Result, error) {
+	s.metrics.applied(pathDemo, 1)
 	hash := requestHash(kind, c)
 	var (
 		res     Result
@@ -54,7 +54,7 @@ func (s *Service) applyDemo(ctx context.Context, kind string, c Change) (Result,
 			}
 			// A stale writer learns nothing and records nothing.
 			if c.FenceToken != 0 {
-				if err := lockmgr.CheckFence(ctx, tx, LeaseResource(c.AccountID), c.FenceToken); err != nil {
+				if err := s.locks.CheckFence(ctx, tx, LeaseResource(c.AccountID), c.FenceToken); err != nil {
 					return fenceRefusal(err, c.FenceToken)
 				}
 			}
@@ -103,6 +103,7 @@ func (s *Service) applyDemo(ctx context.Context, kind string, c Change) (Result,
 // it reads again while the lease lasts. Without it (lease-nofence), a holder
 // paused past its lease overwrites the newer holder's balance.
 func (s *Service) withdrawLeasedDemo(ctx context.Context, c Change) (Result, error) {
+	s.metrics.applied(pathDemo, 1)
 	lease, err := s.takeLease(ctx, c.AccountID, time.Now().Add(s.leaseWait))
 	if err != nil {
 		return Result{}, err
@@ -136,7 +137,7 @@ func (s *Service) withdrawLeasedDemo(ctx context.Context, c Change) (Result, err
 				}
 			}
 			if fenced {
-				if err := lockmgr.CheckFence(ctx, tx, resource, lease.Token); err != nil {
+				if err := s.locks.CheckFence(ctx, tx, resource, lease.Token); err != nil {
 					return fenceRefusal(err, lease.Token)
 				}
 			}

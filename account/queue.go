@@ -155,6 +155,11 @@ func takeBatch(queue []*pending) (batch, rest []*pending) {
 // this node until a restart.
 func (s *Service) applyBatch(batch []*pending) (outs []outcome) {
 	defer func() {
+		for i := range outs {
+			outs[i].res.BatchSize = len(batch)
+		}
+	}()
+	defer func() {
 		if v := recover(); v != nil {
 			err := fmt.Errorf("%w: applying a batch of %d changes to account %d panicked: %v\n%s",
 				ErrOutcomeUnknown, len(batch), batch[0].change.AccountID, v, debug.Stack())
@@ -170,13 +175,16 @@ func (s *Service) applyBatch(batch []*pending) (outs []outcome) {
 	ctx, cancel := batchContext(batch)
 	defer cancel()
 	if batch[0].change.Strategy == StrategyLease {
+		s.metrics.applied(pathLeaseBatch, len(batch))
 		return s.applyLeased(ctx, batch)
 	}
 	if len(batch) == 1 {
 		if out, done := s.applyLone(ctx, batch[0]); done {
+			s.metrics.applied(pathLone, 1)
 			return []outcome{out}
 		}
 	}
+	s.metrics.applied(pathBatch, len(batch))
 	return s.applyRows(ctx, batch)
 }
 

@@ -15,6 +15,22 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// CheckFence is the package's CheckFence, counted in m's metrics and, when
+// refused, logged with the newest token. A nil m checks without counting, for
+// callers that hold no Manager. Errors: as CheckFence.
+func (m *Manager) CheckFence(ctx context.Context, tx Querier, resource string, token int64) error {
+	if m == nil {
+		return CheckFence(ctx, tx, resource, token)
+	}
+	newest, err := checkFence(ctx, tx, resource, token)
+	result := fenceResult(err)
+	m.metrics.fenceChecks.WithLabelValues(result).Inc()
+	if result != "ok" && result != "error" {
+		m.log.Info("fence refused", "resource", resource, "fencing_token", token, "newest_token", newest, "result", result)
+	}
+	return err
+}
+
 // CheckFence verifies, inside the caller's transaction tx and just before its
 // write, that token is the newest grant of resource and that this grant is
 // live by the database's clock. It locks the lease row (FOR SHARE) until tx
@@ -24,29 +40,36 @@ type Querier interface {
 // database fails, ErrBusy or ErrUnavailable (the caller's transaction is
 // then aborted, and nothing it did committed).
 func CheckFence(ctx context.Context, tx Querier, resource string, token int64) error {
+	_, err := checkFence(ctx, tx, resource, token)
+	return err
+}
+
+// checkFence is CheckFence, also returning the newest token of resource (0
+// when none is known).
+func checkFence(ctx context.Context, tx Querier, resource string, token int64) (newest int64, err error) {
 	var (
 		current int64
 		live    bool
 	)
-	err := tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)
+	err = tx.QueryRow(ctx, sqlFence, resource).Scan(&current, &live)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return ErrTokenMismatch
+		return 0, ErrTokenMismatch
 	case err != nil:
-		return dbError("fence", resource, err, false)
+		return 0, dbError("fence", resource, err, false)
 	case token == current && live:
-		return nil
+		return current, nil
 	case token == current:
-		return ErrLeaseExpired
+		return current, ErrLeaseExpired
 	case token > current:
-		return ErrTokenMismatch
+		return current, ErrTokenMismatch
 	}
 	var issued bool
 	if err := tx.QueryRow(ctx, sqlTokenIssuedFor, token, resource).Scan(&issued); err != nil {
-		return dbError("fence", resource, err, false)
+		return current, dbError("fence", resource, err, false)
 	}
 	if !issued {
-		return ErrTokenMismatch
+		return current, ErrTokenMismatch
 	}
-	return ErrStaleToken
+	return current, ErrStaleToken
 }

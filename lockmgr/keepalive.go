@@ -106,7 +106,7 @@ func (k *KeepAlive) run(m *Manager) {
 			cancel()
 		case <-deadline.C:
 			cancel()
-			k.cancel(ErrLeaseLost)
+			k.lost(m, lease, "deadline passed unrenewed")
 			return
 		case <-k.stop:
 			cancel()
@@ -122,7 +122,7 @@ func (k *KeepAlive) run(m *Manager) {
 			deadline.Reset(time.Until(lease.Deadline()))
 			next.Reset(interval)
 		case errors.Is(r.err, ErrLeaseLost):
-			k.cancel(ErrLeaseLost)
+			k.lost(m, lease, "renewal found it gone")
 			return
 		default:
 			// Transient: try again soon; the deadline timer ends it if the
@@ -130,4 +130,12 @@ func (k *KeepAlive) run(m *Manager) {
 			next.Reset(max(interval/4, 10*time.Millisecond))
 		}
 	}
+}
+
+// lost ends the keepalive with ErrLeaseLost, counted and logged.
+func (k *KeepAlive) lost(m *Manager, lease Lease, why string) {
+	k.cancel(ErrLeaseLost)
+	m.metrics.keeperLost.Inc()
+	m.log.Info("lock lost by its keeper", "resource", lease.Resource, "holder", lease.Holder,
+		"fencing_token", lease.Token, "why", why)
 }

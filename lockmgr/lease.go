@@ -115,10 +115,12 @@ func scanStatus(row pgx.CollectableRow) (Status, error) {
 }
 
 // collectAttempt reads the one row of sqlTryAcquire: a lease when granted,
-// else a *HeldError naming the holder.
-func collectAttempt(rows pgx.Rows) (*Lease, *HeldError, error) {
+// else a *HeldError naming the holder; and whether the grant took over a
+// lease that had run out.
+func collectAttempt(rows pgx.Rows) (*Lease, *HeldError, bool, error) {
 	type attempt struct {
 		granted bool
+		ranOut  bool
 		lease   Lease
 		leaseID *string // NULL when held: the holder's secret stays with it
 		now     time.Time
@@ -129,21 +131,21 @@ func collectAttempt(rows pgx.Rows) (*Lease, *HeldError, error) {
 			ttlMS int64
 		)
 		l := &a.lease
-		err := row.Scan(&a.granted, &l.Resource, &l.Holder, &l.Token, &a.leaseID, &l.AcquiredAt, &l.ExpiresAt, &ttlMS, &a.now)
+		err := row.Scan(&a.granted, &l.Resource, &l.Holder, &l.Token, &a.leaseID, &l.AcquiredAt, &l.ExpiresAt, &ttlMS, &a.now, &a.ranOut)
 		l.TTL = time.Duration(ttlMS) * time.Millisecond
 		return a, err
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if !a.granted {
 		// Held when we asked, even if released since: Remaining 0 then, so
 		// that Acquire asks again at once.
 		return nil, &HeldError{Resource: a.lease.Resource, Holder: a.lease.Holder, ExpiresAt: a.lease.ExpiresAt,
-			Remaining: max(0, a.lease.ExpiresAt.Sub(a.now))}, nil
+			Remaining: max(0, a.lease.ExpiresAt.Sub(a.now))}, false, nil
 	}
 	if a.leaseID != nil {
 		a.lease.ID = *a.leaseID
 	}
-	return &a.lease, nil, nil
+	return &a.lease, nil, a.ranOut, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -20,6 +21,10 @@ type Options struct {
 	// Lease.Deadline) to allow for the local clock running fast. Default:
 	// a twentieth of the TTL.
 	SafetyMargin func(ttl time.Duration) time.Duration
+	// Logger receives the lock events at info: grants, takeovers of leases
+	// that ran out, releases, leases lost by their KeepAlive, refused fences.
+	// Never a lease id. Default: none.
+	Logger *slog.Logger
 }
 
 // Manager grants, renews and releases leases in PostgreSQL. It is safe for
@@ -28,6 +33,8 @@ type Manager struct {
 	pool     *pgxpool.Pool
 	margin   func(time.Duration) time.Duration
 	listener *listener
+	metrics  *Metrics
+	log      *slog.Logger
 
 	mu    sync.Mutex
 	lines map[string]*line // Acquire calls waiting, per resource (queue.go)
@@ -42,7 +49,11 @@ func New(pool *pgxpool.Pool, opts Options) *Manager {
 	if margin == nil {
 		margin = func(ttl time.Duration) time.Duration { return ttl / 20 }
 	}
-	m := &Manager{pool: pool, margin: margin, lines: map[string]*line{}}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{pool: pool, margin: margin, lines: map[string]*line{}, metrics: newMetrics(), log: log}
 	m.listener = newListener(pool.Config().ConnConfig, m.released, m.wakeAll)
 	return m
 }
@@ -65,18 +76,35 @@ func (m *Manager) TryAcquire(ctx context.Context, resource, holder string, ttl t
 
 // tryAcquire is TryAcquire for owner ("": none), recorded with the grant.
 func (m *Manager) tryAcquire(ctx context.Context, resource, holder, owner string, ttl time.Duration) (*Lease, error) {
+	l, err := m.tryOnce(ctx, resource, holder, owner, ttl)
+	if err != nil {
+		m.metrics.grantErr(err, false)
+		return nil, err
+	}
+	m.metrics.granted(time.Time{}, false)
+	return l, nil
+}
+
+// tryOnce asks the database for a grant once, for TryAcquire and each pass
+// of Acquire; they count the result.
+func (m *Manager) tryOnce(ctx context.Context, resource, holder, owner string, ttl time.Duration) (*Lease, error) {
 	if err := validate(resource, holder, owner, ttl); err != nil {
 		return nil, err
 	}
 	start := time.Now()
 	rows, _ := m.pool.Query(ctx, sqlTryAcquire, resource, holder, newLeaseID(), ttl.Milliseconds(), nullable(owner))
-	l, held, err := collectAttempt(rows)
+	l, held, tookOver, err := collectAttempt(rows)
 	switch {
 	case err == nil && held != nil:
 		return nil, held
 	case err == nil:
 		l.Owner = owner
 		l.deadline = start.Add(ttl - m.margin(ttl))
+		if tookOver {
+			m.metrics.takeovers.Inc()
+			m.log.Info("lock taken over after expiry", "resource", resource, "holder", holder, "fencing_token", l.Token)
+		}
+		m.log.Info("lock granted", "resource", resource, "holder", holder, "fencing_token", l.Token, "ttl", ttl)
 		return l, nil
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("lockmgr: acquire %s: %w", resource, errRowVanished)
@@ -110,15 +138,33 @@ func (m *Manager) Acquire(ctx context.Context, resource, holder string, ttl time
 // acquire is Acquire for owner ("": none). Callers of every owner wait in
 // one line: the lock is the same whoever asks.
 func (m *Manager) acquire(ctx context.Context, resource, holder, owner string, ttl time.Duration) (*Lease, error) {
+	start := time.Now()
+	l, err := m.wait(ctx, resource, holder, owner, ttl)
+	if err != nil {
+		m.metrics.grantErr(err, true)
+		return nil, err
+	}
+	m.metrics.granted(start, true)
+	return l, nil
+}
+
+// wait is acquire's line and loop; acquire counts its result.
+func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl time.Duration) (*Lease, error) {
 	if err := validate(resource, holder, owner, ttl); err != nil {
 		return nil, err
 	}
 	w := m.join(resource)
+	m.metrics.waiters.Inc()
+	defer m.metrics.waiters.Dec()
 	defer m.leave(w)
 	var (
 		timer *time.Timer
 		alarm <-chan time.Time
 		last  *HeldError
+		// asked: the database has been asked, so a wake is news (a release
+		// or an expiry), not the turn joining the line gives. again: the
+		// wake is our own, to ask again at once. Neither is counted.
+		asked, again bool
 	)
 	sleep := func(d time.Duration) {
 		if timer == nil {
@@ -136,7 +182,12 @@ func (m *Manager) acquire(ctx context.Context, resource, holder, owner string, t
 	for {
 		select {
 		case <-w.wake:
+			if asked && !again {
+				m.metrics.wakeups.WithLabelValues("notify").Inc()
+			}
+			again = false
 		case <-alarm:
+			m.metrics.wakeups.WithLabelValues("expiry").Inc()
 		case <-ctx.Done():
 			if last != nil {
 				return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
@@ -153,12 +204,14 @@ func (m *Manager) acquire(ctx context.Context, resource, holder, owner string, t
 			sleep(until)
 			continue
 		}
-		l, err := m.tryAcquire(ctx, resource, holder, owner, ttl)
+		l, err := m.tryOnce(ctx, resource, holder, owner, ttl)
+		asked = true
 		if err == nil {
 			m.granted(w, l)
 			return l, nil
 		}
 		if errors.Is(err, errRowVanished) {
+			again = true
 			w.signal() // nobody holds it: ask again at once
 			continue
 		}
@@ -168,6 +221,7 @@ func (m *Manager) acquire(ctx context.Context, resource, holder, owner string, t
 		if !m.ensureRegistered(ctx, w) {
 			// Registered just now: a release may have come between our try
 			// and the registration, unannounced. Ask again before sleeping.
+			again = true
 			w.signal()
 			continue
 		}
@@ -186,6 +240,12 @@ func (m *Manager) Renew(ctx context.Context, resource, leaseID string, ttl time.
 
 // renew is Renew of a lease granted to owner ("": none).
 func (m *Manager) renew(ctx context.Context, resource, leaseID, owner string, ttl time.Duration) (*Lease, error) {
+	l, err := m.renewOnce(ctx, resource, leaseID, owner, ttl)
+	m.metrics.renewal(err)
+	return l, err
+}
+
+func (m *Manager) renewOnce(ctx context.Context, resource, leaseID, owner string, ttl time.Duration) (*Lease, error) {
 	if err := validateTTL(ttl); err != nil {
 		return nil, err
 	}
@@ -219,6 +279,12 @@ func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
 
 // release is Release of a lease granted to owner ("": none).
 func (m *Manager) release(ctx context.Context, resource, leaseID, owner string) error {
+	err := m.releaseOnce(ctx, resource, leaseID, owner)
+	m.metrics.release(err)
+	return err
+}
+
+func (m *Manager) releaseOnce(ctx context.Context, resource, leaseID, owner string) error {
 	if !ValidLeaseID(leaseID) {
 		return ErrNotHolder
 	}
@@ -236,6 +302,7 @@ func (m *Manager) release(ctx context.Context, resource, leaseID, owner string) 
 	// Hand on to the next caller in this Manager's line at once, without
 	// waiting for our own notification (if any was sent).
 	m.released(resource, token)
+	m.log.Info("lock released", "resource", resource, "fencing_token", token)
 	return nil
 }
 

@@ -19,8 +19,17 @@ const leaseColumns = `resource, holder, token, lease_id, acquired_at, expires_at
 // before and the lease lasts its whole TTL from its grant. Reporting a holder
 // only reads: no transaction id, no token, no WAL flush, however often
 // waiters ask.
+//
+// ran_out reads the row as it was when the statement began (the statement's
+// snapshot; the function's own statements see later ones): whether the
+// lease it replaces ran out rather than being released, which a release
+// tells by cutting expires_at short of acquired_at + ttl. Only for the
+// takeovers metric and log: a lease renewed past its first TTL and then
+// released also reads as run out.
 const sqlTryAcquire = `
-SELECT granted, ` + leaseColumns + `, db_now
+SELECT granted, ` + leaseColumns + `, db_now,
+       coalesce((SELECT p.expires_at >= p.acquired_at + p.ttl_ms * interval '1 millisecond'
+                 FROM leases p WHERE p.resource = $1), false) AS ran_out
 FROM lockmgr_try_acquire($1, $2, $3, $4, $5)`
 
 // Who holds a resource, and the database's clock to measure the wait by.

@@ -87,6 +87,8 @@ func handleWithdraw(accounts *account.Service) http.HandlerFunc {
 		if req.Strategy != nil {
 			c.Strategy = account.Strategy(*req.Strategy)
 		}
+		note := noteFrom(r.Context())
+		note.strategy, note.fencingToken = string(c.Strategy), c.FenceToken
 		res, err := accounts.Withdraw(r.Context(), c)
 		writeChange(w, r, res, err)
 	}
@@ -121,6 +123,7 @@ func decodeChange[T any](w http.ResponseWriter, r *http.Request, accounts *accou
 // writeChange answers a deposit or withdrawal: 201 with the ledger entry, or
 // the refusal; either way marked when it replays a stored outcome.
 func writeChange(w http.ResponseWriter, r *http.Request, res account.Result, err error) {
+	noteFrom(r.Context()).batchSize = res.BatchSize
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}

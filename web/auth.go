@@ -47,9 +47,7 @@ func authenticate(keys *apikey.Set) func(http.Handler) http.Handler {
 			}
 			ctx := context.WithValue(r.Context(), apiKeyKey, key)
 			ctx = context.WithValue(ctx, loggerKey, loggerFrom(ctx).With("api_key", key.Name))
-			if slot, _ := ctx.Value(keySlotKey).(*keySlot); slot != nil {
-				slot.name = key.Name
-			}
+			noteFrom(ctx).apiKey = key.Name
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}

@@ -67,7 +67,7 @@ func setupKeys(t *testing.T) keyed {
 	logger := slog.New(slog.NewTextHandler(k.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(locks.Close)
-	srv := httptest.NewServer(contract.Check(t)(web.NewServer(logger, "node-t", account.NewService(pool, account.Options{Locks: locks}), locks, keys, pool.Ping)))
+	srv := httptest.NewServer(contract.Check(t)(web.NewServer(logger, "node-t", account.NewService(pool, account.Options{Locks: locks}), locks, keys, pool.Ping, nil)))
 	t.Cleanup(srv.Close)
 	k.bundle = bundle{pool: pool, url: srv.URL}
 	return k

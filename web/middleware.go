@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 )
 
@@ -19,13 +20,28 @@ const (
 	loggerKey ctxKey = iota
 	requestIDKey
 	apiKeyKey
-	keySlotKey
+	noteKey
 )
 
-// keySlot carries the name of the API key a request was authenticated with
-// out of authenticate, which runs inside logRequests, so that the request's
-// log line can name it. Only the name: never the key.
-type keySlot struct{ name string }
+// requestNote carries what the handlers learn about a request out to its
+// log line (logRequests runs outside them): the name of the API key it was
+// authenticated with (only the name: never the key), the strategy and
+// Fencing-Token of a change, the size of the batch it was applied in, and
+// the problem code it was answered with. Never a lease id.
+type requestNote struct {
+	apiKey       string
+	strategy     string
+	fencingToken int64
+	batchSize    int
+	problemCode  string
+}
+
+func noteFrom(ctx context.Context) *requestNote {
+	if n, ok := ctx.Value(noteKey).(*requestNote); ok {
+		return n
+	}
+	return &requestNote{} // outside NewServer's middleware (tests of one handler): noted, never read
+}
 
 // withRequestID gives every request an id — the client's X-Request-Id when it
 // is short and printable, else a new one — echoes it in the response, and
@@ -41,30 +57,63 @@ func withRequestID(logger *slog.Logger) func(http.Handler) http.Handler {
 			w.Header().Set("X-Request-Id", id)
 			ctx := context.WithValue(r.Context(), requestIDKey, id)
 			ctx = context.WithValue(ctx, loggerKey, logger.With("request_id", id))
-			ctx = context.WithValue(ctx, keySlotKey, &keySlot{})
+			ctx = context.WithValue(ctx, noteKey, &requestNote{})
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }
 
-// logRequests logs one line per request when it ends, with the name of its
-// API key when it had a good one.
-func logRequests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-		next.ServeHTTP(ww, r)
-		status := ww.Status()
-		if status == 0 {
-			status = http.StatusOK
+// logRequests logs one line per request when it ends — its route pattern
+// (the path too: the request id's line must say which account or lock), its
+// status and duration, and what the handlers noted — and counts it in
+// metrics (nil: not counted) by route pattern, never by path.
+func logRequests(metrics *Metrics) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			metrics.begin()
+			defer metrics.end()
+			n := noteFrom(r.Context())
+			ww := middleware.NewWrapResponseWriter(&notingWriter{ResponseWriter: w, note: n}, r.ProtoMajor)
+			next.ServeHTTP(ww, r)
+			took := time.Since(start)
+			status := ww.Status()
+			if status == 0 {
+				status = http.StatusOK
+			}
+			route := routePattern(r)
+			metrics.observe(route, r.Method, status, took)
+			attrs := []any{"method", r.Method, "route", route, "path", r.URL.Path, "status", status,
+				"bytes", ww.BytesWritten(), "duration_ms", float64(took.Microseconds()) / 1000}
+			if n.apiKey != "" {
+				attrs = append(attrs, "api_key", n.apiKey)
+			}
+			if n.strategy != "" {
+				attrs = append(attrs, "strategy", n.strategy)
+			}
+			if n.fencingToken != 0 {
+				attrs = append(attrs, "fencing_token", n.fencingToken)
+			}
+			if n.batchSize != 0 {
+				attrs = append(attrs, "batch_size", n.batchSize)
+			}
+			if n.problemCode != "" {
+				attrs = append(attrs, "problem", n.problemCode)
+			}
+			loggerFrom(r.Context()).Log(r.Context(), logLevelFor(status), "request", attrs...)
+		})
+	}
+}
+
+// routePattern is the chi pattern that matched r ("/v1/accounts/{id}"), or
+// "unmatched": a label value from the route table, never from the client.
+func routePattern(r *http.Request) string {
+	if rc := chi.RouteContext(r.Context()); rc != nil {
+		if p := rc.RoutePattern(); p != "" {
+			return p
 		}
-		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", status,
-			"bytes", ww.BytesWritten(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
-		if slot, _ := r.Context().Value(keySlotKey).(*keySlot); slot != nil && slot.name != "" {
-			attrs = append(attrs, "api_key", slot.name)
-		}
-		loggerFrom(r.Context()).Log(r.Context(), logLevelFor(status), "request", attrs...)
-	})
+	}
+	return "unmatched"
 }
 
 // recoverPanics turns a panicking handler into a logged 500 problem instead
@@ -113,4 +162,29 @@ func printable(s string, max int) bool {
 		}
 	}
 	return true
+}
+
+// notingWriter lets writeProblem, which sees only the ResponseWriter, note
+// the problem code for the request's log line.
+type notingWriter struct {
+	http.ResponseWriter
+	note *requestNote
+}
+
+func (w *notingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// noteProblem records code on w's request note, if w (or a writer it wraps)
+// carries one.
+func noteProblem(w http.ResponseWriter, code string) {
+	for {
+		switch ww := w.(type) {
+		case *notingWriter:
+			ww.note.problemCode = code
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = ww.Unwrap()
+		default:
+			return
+		}
+	}
 }

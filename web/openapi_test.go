@@ -31,7 +31,7 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 	}
 	var inChi []string
 	// The handlers are only built, never called: no dependencies needed.
-	h := web.NewServer(slog.New(slog.DiscardHandler), "node-t", nil, nil, nil, nil)
+	h := web.NewServer(slog.New(slog.DiscardHandler), "node-t", nil, nil, nil, nil, nil)
 	err = chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		inChi = append(inChi, method+" "+strings.TrimSuffix(route, "/"))
 		return nil

@@ -158,6 +158,7 @@ func lockCode(err error) string {
 
 // writeProblem writes p. Every 503 means "try again": it says when.
 func writeProblem(w http.ResponseWriter, p problem) {
+	noteProblem(w, p.Code)
 	if p.Status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "1")
 	}

@@ -18,10 +18,12 @@ import (
 // NewServer returns the HTTP handler of bankd node: the account API over
 // accounts, the lock API over locks. With keys, every /v1 request needs one
 // of them (see auth.go); nil keys leave the API open. ready reports whether
-// the database answers; /readyz calls it.
-func NewServer(logger *slog.Logger, node string, accounts *account.Service, locks *lockmgr.Manager, keys *apikey.Set, ready func(context.Context) error) http.Handler {
+// the database answers; /readyz calls it. metrics, when not nil, counts the
+// requests (the caller registers it).
+func NewServer(logger *slog.Logger, node string, accounts *account.Service, locks *lockmgr.Manager, keys *apikey.Set, ready func(context.Context) error, metrics *Metrics) http.Handler {
+	logger = logger.With("node", node) // on every line of a request
 	r := chi.NewRouter()
-	r.Use(withRequestID(logger), logRequests, recoverPanics)
+	r.Use(withRequestID(logger), logRequests(metrics), recoverPanics)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, newProblem(codeNotFound, "no route for "+r.URL.Path))
 	})

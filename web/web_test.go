@@ -45,7 +45,7 @@ func serve(t *testing.T, opts account.Options, pool, admin *pgxpool.Pool) bundle
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(locks.Close)
 	opts.Locks = locks
-	srv := httptest.NewServer(contract.Check(t)(web.NewServer(logger, "node-t", account.NewService(pool, opts), locks, nil, pool.Ping)))
+	srv := httptest.NewServer(contract.Check(t)(web.NewServer(logger, "node-t", account.NewService(pool, opts), locks, nil, pool.Ping, nil)))
 	t.Cleanup(srv.Close)
 	return bundle{pool: admin, url: srv.URL}
 }
@@ -375,7 +375,7 @@ func TestReadiness(t *testing.T) {
 	t.Cleanup(dead.Close)
 	deadLocks := lockmgr.New(dead, lockmgr.Options{})
 	t.Cleanup(deadLocks.Close)
-	srv := httptest.NewServer(contract.Check(t)(web.NewServer(slog.New(slog.DiscardHandler), "node-t", account.NewService(dead, account.Options{Locks: deadLocks}), deadLocks, nil, dead.Ping)))
+	srv := httptest.NewServer(contract.Check(t)(web.NewServer(slog.New(slog.DiscardHandler), "node-t", account.NewService(dead, account.Options{Locks: deadLocks}), deadLocks, nil, dead.Ping, nil)))
 	t.Cleanup(srv.Close)
 	down := bundle{url: srv.URL}
 	r := down.do(t, request{"GET", "/readyz", nil, ``})

@@ -19,6 +19,7 @@ import (
 	"github.com/lockbank/lockbank/account"
 	"github.com/lockbank/lockbank/apikey"
 	"github.com/lockbank/lockbank/internal/pglocal"
+	"github.com/lockbank/lockbank/internal/poolmetrics"
 	"github.com/lockbank/lockbank/lockmgr"
 	"github.com/lockbank/lockbank/migrations"
 	"github.com/lockbank/lockbank/web"
@@ -34,7 +35,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	logger := newLogger(cfg, stderr)
+	// The web server logs a request's node itself; everything else, here.
+	baseLogger := newLogger(cfg, stderr)
+	logger := baseLogger.With("node", cfg.nodeName)
 
 	// `bankd migrate …` takes its own flags after the verb.
 	if len(rest) > 0 && rest[0] == "migrate" {
@@ -77,7 +80,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	locks := lockmgr.New(pool, lockmgr.Options{})
+	locks := lockmgr.New(pool, lockmgr.Options{Logger: logger})
 	defer locks.Close()
 	accounts := account.NewService(pool, account.Options{
 		UnsafeDemo: cfg.unsafeDemo, Locks: locks, Node: cfg.nodeName, LeaseTTL: cfg.leaseTTL, LeaseWait: cfg.leaseWait,
@@ -87,8 +90,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.unsafeDemo {
 		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
 	}
+	httpMetrics := web.NewMetrics()
+	registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))
+	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, pool.Ping, httpMetrics)
+	if cfg.metricsAddr == "" {
+		handler = withMetrics(handler, registry)
+	} else {
+		stopMetrics, err := serveMetrics(cfg.metricsAddr, registry, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	srv := &http.Server{
-		Handler:           web.NewServer(logger, cfg.nodeName, accounts, locks, keys, pool.Ping),
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       cfg.readTimeout,
 		WriteTimeout:      cfg.writeTimeout,
@@ -132,7 +147,7 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 	if cfg.logFormat == "json" {
 		h = slog.NewJSONHandler(w, nil)
 	}
-	return slog.New(h).With("node", cfg.nodeName)
+	return slog.New(h)
 }
 
 // openDatabase connects to cfg.databaseURL or, when it is empty, to a private

@@ -69,7 +69,7 @@ func serve(pool *pgxpool.Pool, check, wrap func(http.Handler) http.Handler) (*ht
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	accounts := account.NewService(pool, account.Options{UnsafeDemo: true, Locks: locks, Node: Node})
-	h := check(web.NewServer(logger, Node, accounts, locks, nil, pool.Ping)) // no API keys
+	h := check(web.NewServer(logger, Node, accounts, locks, nil, pool.Ping, nil)) // no API keys
 	if wrap != nil {
 		h = wrap(h)
 	}

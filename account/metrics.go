@@ -1,0 +1,139 @@
+package account
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics counts a Service's deposits and withdrawals, for Prometheus. The
+// Service owns it and never registers it: bankd (or any user of the
+// package) registers Service.Collector on a registry of its own. Labels
+// name a strategy, an outcome code, a kind or a path, never an account.
+type Metrics struct {
+	changes    *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	batchSize  prometheus.Histogram
+	batches    *prometheus.CounterVec
+	unknown    prometheus.Counter
+	replays    prometheus.Counter
+	collectors []prometheus.Collector
+	pathLone   prometheus.Counter // batches' children, resolved once
+	pathBatch  prometheus.Counter
+	pathLease  prometheus.Counter
+	pathDemo   prometheus.Counter
+}
+
+// Outcome labels besides the Code constants.
+const (
+	outcomeOK          = "ok"
+	outcomeUnknown     = "outcome_unknown"
+	outcomeUnavailable = "unavailable"
+	outcomeInternal    = "internal"
+)
+
+// Paths a transaction takes (the package comment's table).
+const (
+	pathLone       = "lone"
+	pathBatch      = "batch"
+	pathLeaseBatch = "lease_batch"
+	pathDemo       = "demo"
+)
+
+func newMetrics() *Metrics {
+	m := &Metrics{
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lockbank_account_changes_total",
+			Help: "Deposits and withdrawals answered, by kind (deposit, withdrawal), strategy and outcome (ok, or the refusal's code, outcome_unknown, unavailable, internal).",
+		}, []string{"kind", "strategy", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lockbank_account_change_duration_seconds",
+			Help:    "Time a deposit or withdrawal took, queue and lock waits included, by kind and strategy.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"kind", "strategy"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "lockbank_account_batch_size",
+			Help:    "Changes applied in one transaction (the per-account combiner's batches; 1 for a lone statement or a demonstration).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lockbank_account_batch_transactions_total",
+			Help: "Batches of changes applied, by path: lone (one autocommitted statement), batch (row batch), lease_batch, demo.",
+		}, []string{"path"}),
+		unknown: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lockbank_account_outcome_unknown_total",
+			Help: "Changes answered outcome unknown: the connection failed while their commit was under way.",
+		}),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lockbank_account_idempotent_replays_total",
+			Help: "Changes answered with the stored outcome of an earlier request with the same Idempotency-Key.",
+		}),
+	}
+	m.pathLone = m.batches.WithLabelValues(pathLone)
+	m.pathBatch = m.batches.WithLabelValues(pathBatch)
+	m.pathLease = m.batches.WithLabelValues(pathLeaseBatch)
+	m.pathDemo = m.batches.WithLabelValues(pathDemo)
+	m.collectors = []prometheus.Collector{m.changes, m.latency, m.batchSize, m.batches, m.unknown, m.replays}
+	return m
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors {
+		c.Collect(ch)
+	}
+}
+
+// Collector returns the Service's metrics, to register on a registry once.
+func (s *Service) Collector() prometheus.Collector { return s.metrics }
+
+// answered records one change's answer.
+func (m *Metrics) answered(kind string, strategy Strategy, start time.Time, res Result, err error) {
+	m.changes.WithLabelValues(kind, string(strategy), outcomeLabel(err)).Inc()
+	m.latency.WithLabelValues(kind, string(strategy)).Observe(time.Since(start).Seconds())
+	if res.Replayed {
+		m.replays.Inc()
+	}
+	if errors.Is(err, ErrOutcomeUnknown) {
+		m.unknown.Inc()
+	}
+}
+
+// applied records one transaction of n changes down path.
+func (m *Metrics) applied(path string, n int) {
+	switch path {
+	case pathLone:
+		m.pathLone.Inc()
+	case pathBatch:
+		m.pathBatch.Inc()
+	case pathLeaseBatch:
+		m.pathLease.Inc()
+	default:
+		m.pathDemo.Inc()
+	}
+	m.batchSize.Observe(float64(n))
+}
+
+// outcomeLabel names err for the changes counter.
+func outcomeLabel(err error) string {
+	switch {
+	case err == nil:
+		return outcomeOK
+	case ErrorCode(err) != "":
+		return ErrorCode(err)
+	case errors.Is(err, ErrOutcomeUnknown):
+		return outcomeUnknown
+	case IsUnavailable(err):
+		return outcomeUnavailable
+	default:
+		return outcomeInternal
+	}
+}
