@@ -122,6 +122,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "--scenarios", "cold"},
 		{"bench", "--strategies", "unsafe"},
 		{"bench", "--duration", "10ms"},
+		{"bench", "--metrics-cost", "--strategies", ""},
+		{"bench", "--scrape", "-1s"},
 	} {
 		err := run(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
 		var exit *exitError
@@ -195,5 +197,31 @@ func TestBench(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestBenchMetricsCost: --metrics-cost starts node-b with metrics off and
+// runs every bankd cell on both nodes; the run with metrics carries its
+// ratio to the one without.
+func TestBenchMetricsCost(t *testing.T) {
+	t.Parallel()
+	res, _, err := bankctl(t, "bench", "--metrics-cost", "--scenarios", "hot", "--clients", "2", "--strategies", "row",
+		"--duration", "1s", "--warmup", "0s", "--accounts", "2", "--out", t.TempDir())
+	if err != nil {
+		t.Fatalf("bench --metrics-cost: %v", err)
+	}
+	if res["bankd_nodes"] != 1.0 {
+		t.Errorf("bankd_nodes %v; want 1: node-a carries the load with metrics, node-b without", res["bankd_nodes"])
+	}
+	ratios := map[string]float64{}
+	for _, r := range res["runs"].([]any) {
+		run := r.(map[string]any)
+		if run["ok"].(float64) < 1 || run["errors"] != nil {
+			t.Errorf("run %v: want successes, no errors", run)
+		}
+		ratios[run["target"].(string)], _ = run["vs_metrics_off"].(float64)
+	}
+	if len(ratios) != 3 || ratios["row"] <= 0 || ratios["row/metrics-off"] != 0 || ratios[loadgen.TargetRawSQL] != 0 {
+		t.Fatalf("runs' ratios to metrics off %v; want raw-sql, row with one, row/metrics-off", ratios)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,9 @@ type Cluster struct {
 type Options struct {
 	Nodes    int           // 1 to 3: node-a, node-b, node-c
 	LeaseTTL time.Duration // the nodes' lease TTL, also their row-lock TTL
+	// Args are more bankd flags for the node of each name (bench's
+	// --metrics-cost starts node-b with --metrics=false).
+	Args map[string][]string
 	// Notef, if set, hears what is being started.
 	Notef func(format string, args ...any)
 }
@@ -101,7 +105,8 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 		c.cleanup = append(c.cleanup, func() { log.Close() })
 		wg.Go(func() {
-			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: demo, Log: log})
+			args := append(slices.Clone(demo), o.Args[name]...)
+			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: args, Log: log})
 		})
 	}
 	wg.Wait()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -59,6 +60,39 @@ func bankdOp(hc *http.Client, nodes []string, strategy string) op {
 		}
 		return refusal.Code, nil
 	}
+}
+
+// scrape GETs /metrics of every node every interval, as Prometheus would,
+// until the returned stop is called; with no nodes or interval, nothing.
+func scrape(ctx context.Context, hc *http.Client, nodes []string, every time.Duration) (stop func()) {
+	if len(nodes) == 0 || every <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for _, u := range nodes {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
+				if err != nil {
+					continue
+				}
+				if resp, err := hc.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // rawSQLOp is the row strategy's transaction without bankd: lock the row,
