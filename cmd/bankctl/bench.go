@@ -121,7 +121,7 @@ func (f benchFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	defer pool.Close()
 
 	cfg := loadgen.Config{Scenarios: splitList(f.scenarios), Clients: levels, Strategies: splitList(f.strategies), Baseline: f.baseline,
-		Duration: f.duration, Warmup: f.warmup, Pool: pool, RSS: c.PeakRSSMiB,
+		Duration: f.duration, Warmup: f.warmup, Pool: pool, RSS: c.PeakRSSMiB, CPU: c.CPUSeconds,
 		Seeded: func(a loadgen.Accounts) {
 			tl.note("bench accounts: 1 hot, %d spread; each run: %s warm-up, %s measured", len(a.Spread), f.warmup, f.duration)
 		},
@@ -212,7 +212,13 @@ func printBenchTable(tl *timeline, res loadgen.Result) {
 	}
 	for _, r := range res.Runs {
 		if r.VsMetricsOff > 0 {
-			tl.printf("metrics cost: %-6s %4d clients  %-6s with metrics %.3f× the throughput without\n", r.Scenario, r.Clients, r.Target, r.VsMetricsOff)
+			cpu := ""
+			if i := slices.IndexFunc(res.Runs, func(o loadgen.Run) bool {
+				return o.Scenario == r.Scenario && o.Clients == r.Clients && o.Target == r.Target+loadgen.MetricsOffSuffix
+			}); i >= 0 && r.CPUMsPerOp > 0 && res.Runs[i].CPUMsPerOp > 0 {
+				cpu = fmt.Sprintf(", %.3f× the CPU per operation (%.3f vs %.3f ms)", r.CPUMsPerOp/res.Runs[i].CPUMsPerOp, r.CPUMsPerOp, res.Runs[i].CPUMsPerOp)
+			}
+			tl.printf("metrics cost: %-6s %4d clients  %-6s with metrics %.3f× the throughput without%s\n", r.Scenario, r.Clients, r.Target, r.VsMetricsOff, cpu)
 		}
 	}
 }

@@ -202,7 +202,7 @@ func TestBench(t *testing.T) {
 
 // TestBenchMetricsCost: --metrics-cost starts node-b with metrics off and
 // runs every bankd cell on both nodes; the run with metrics carries its
-// ratio to the one without.
+// ratio to the one without, and bankd's runs their CPU per operation.
 func TestBenchMetricsCost(t *testing.T) {
 	t.Parallel()
 	res, _, err := bankctl(t, "bench", "--metrics-cost", "--scenarios", "hot", "--clients", "2", "--strategies", "row",
@@ -220,6 +220,9 @@ func TestBenchMetricsCost(t *testing.T) {
 			t.Errorf("run %v: want successes, no errors", run)
 		}
 		ratios[run["target"].(string)], _ = run["vs_metrics_off"].(float64)
+		if cpu, _ := run["bankd_cpu_ms_per_op"].(float64); (run["target"] == loadgen.TargetRawSQL) != (cpu == 0) {
+			t.Errorf("run %v: want the CPU per operation of bankd's runs (from /proc), none for raw SQL", run)
+		}
 	}
 	if len(ratios) != 3 || ratios["row"] <= 0 || ratios["row/metrics-off"] != 0 || ratios[loadgen.TargetRawSQL] != 0 {
 		t.Fatalf("runs' ratios to metrics off %v; want raw-sql, row with one, row/metrics-off", ratios)

@@ -183,6 +183,38 @@ func (c *Cluster) RestartDatabase(ctx context.Context) error {
 	return c.pg.CrashAndRestart(ctx)
 }
 
+// CPUSeconds is the CPU time (user and system) the own node at url has
+// used so far, and whether /proc could tell (never for targets).
+func (c *Cluster) CPUSeconds(url string) (float64, bool) {
+	for _, n := range c.Nodes {
+		if n.URL != url || n.PID() == 0 {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.PID()))
+		if err != nil {
+			return 0, false
+		}
+		// The fields after the command name, which is in parentheses and
+		// may hold spaces: utime and stime are the 12th and 13th of them.
+		_, rest, ok := strings.Cut(string(data), ") ")
+		fields := strings.Fields(rest)
+		if !ok || len(fields) < 13 {
+			return 0, false
+		}
+		utime, err1 := strconv.ParseFloat(fields[11], 64)
+		stime, err2 := strconv.ParseFloat(fields[12], 64)
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		return (utime + stime) / clockTicks, true
+	}
+	return 0, false
+}
+
+// clockTicks is Linux's USER_HZ, the unit of /proc's CPU times: 100 on
+// every architecture Go supports there.
+const clockTicks = 100
+
 // PeakRSSMiB is the largest peak resident set (VmHWM) of the own nodes'
 // processes, in MiB; 0 for targets, which are not our children.
 func (c *Cluster) PeakRSSMiB() float64 {

@@ -131,6 +131,7 @@ func drive(ctx context.Context, clients int, warmup, duration time.Duration, ids
 	type tally struct {
 		latencies []time.Duration
 		errors    map[string]int
+		total     int // every operation, in the window or not
 	}
 	tallies := make([]tally, clients)
 	var wg sync.WaitGroup
@@ -151,6 +152,7 @@ func drive(ctx context.Context, clients int, warmup, duration time.Duration, ids
 				code, err := op(opCtx, rng, account)
 				ended := time.Now()
 				cancel()
+				t.total++
 				if began.Before(from) || ended.After(until) {
 					continue
 				}
@@ -172,6 +174,7 @@ func drive(ctx context.Context, clients int, warmup, duration time.Duration, ids
 	var all []time.Duration
 	for _, t := range tallies {
 		all = append(all, t.latencies...)
+		r.total += t.total
 		for code, n := range t.errors {
 			r.Errors[code] += n
 		}

@@ -50,6 +50,13 @@ type Run struct {
 	// (Config.MetricsOff), is its throughput over that of the same run on
 	// the node with metrics off (target "<strategy>" + MetricsOffSuffix).
 	VsMetricsOff float64 `json:"vs_metrics_off,omitempty"`
+	// CPUMsPerOp is the CPU time (user and system) the run's bankd nodes
+	// spent per operation, over the whole run (warm-up included), when
+	// Config.CPU can tell: less swayed than throughput by whatever else the
+	// machine runs.
+	CPUMsPerOp float64 `json:"bankd_cpu_ms_per_op,omitempty"`
+
+	total int // operations, in the window or not
 }
 
 // MetricsOffSuffix names a bankd target run on the nodes with metrics off.
@@ -115,6 +122,9 @@ type Config struct {
 	// Scrape, with MetricsOff, is how often Nodes are scraped (GET /metrics)
 	// during a run on them, as Prometheus would scrape them; 0: never.
 	Scrape time.Duration
+	// CPU, if set, is the CPU time a bankd node (by URL) has used so far,
+	// in seconds, and whether it is known (not for a node not our child).
+	CPU func(node string) (float64, bool)
 	// Pool is bankd's database: for the bench accounts, and the raw-SQL
 	// baseline's, with a connection for each client of the largest level.
 	Pool *pgxpool.Pool
@@ -176,9 +186,13 @@ func Measure(ctx context.Context, cfg Config, accts Accounts) ([]Run, error) {
 					if target == TargetRawSQL {
 						op = rawSQLOp(cfg.Pool)
 					}
+					before, known := cpuOf(cfg, v.nodes, target)
 					stopScraping := scrape(ctx, hc, v.scraped, cfg.Scrape)
 					r := drive(ctx, clients, cfg.Warmup, cfg.Duration, ids, op)
 					stopScraping()
+					if after, _ := cpuOf(cfg, v.nodes, target); known && r.total > 0 {
+						r.CPUMsPerOp = (after - before) * 1000 / float64(r.total)
+					}
 					r.Scenario, r.Target = scenario, v.name
 					if cfg.RSS != nil {
 						r.RSSMiB = cfg.RSS()
@@ -219,6 +233,23 @@ func fillRatios(runs []Run) {
 			runs[i].VsMetricsOff = runs[i].Throughput / o
 		}
 	}
+}
+
+// cpuOf is the CPU seconds nodes have used so far, and whether that is
+// known (never for the raw-SQL baseline, which uses no bankd).
+func cpuOf(cfg Config, nodes []string, target string) (float64, bool) {
+	if cfg.CPU == nil || target == TargetRawSQL {
+		return 0, false
+	}
+	var sum float64
+	for _, n := range nodes {
+		s, ok := cfg.CPU(n)
+		if !ok {
+			return 0, false
+		}
+		sum += s
+	}
+	return sum, true
 }
 
 // variant is one run of a target: its name, the nodes it loads, and those
