@@ -51,8 +51,11 @@ func (s *Service) applyLone(ctx context.Context, p *pending) (out outcome, done 
 	case class == pgerr.SessionLost, !errors.As(err, &pgErr):
 		return outcome{err: wrap(p.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
 	}
-	if pgerr.Conflict(err) || uniqueViolation(err) {
-		s.metrics.retried(err) // the batch runs it again
+	if pgerr.Conflict(err) {
+		// Aborted over another transaction: the batch runs it again. (A
+		// unique violation here is no race but the way to a stored outcome,
+		// which the batch replays: not a retry.)
+		s.metrics.retried(err)
 	}
 	return outcome{}, false
 }

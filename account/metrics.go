@@ -102,8 +102,8 @@ func newMetrics() *Metrics {
 			Help: "Times a change's transaction ran again, by reason: serialization_failure and deadlock (PostgreSQL aborted it " +
 				"over another transaction), unique_violation (a request with one of its idempotency keys committed first), " +
 				"balance_moved (a lease write found the balance changed by a row writer since its read), lease_refused " +
-				"(the fence refused this node's own lease; taken again). A lone statement that hit a conflict and went on " +
-				"to a batch counts too.",
+				"(the fence refused this node's own lease; taken again). A lone statement aborted over another transaction " +
+				"and run again as a batch counts too; one that found a stored outcome and went on to a batch to replay it does not.",
 		}, []string{"reason"}),
 	}
 	m.pathLone = m.batches.WithLabelValues(pathLone)

@@ -127,6 +127,22 @@ func TestRetriesCountedByReason(t *testing.T) {
 			}
 		}
 	})
+	t.Run("ReplayIsNoRetry", func(t *testing.T) {
+		t.Parallel()
+		s, _, _, a := newService(t, 1000)
+		c := Change{AccountID: a.ID, Amount: 10, Strategy: StrategyRow, IdempotencyKey: "k-replay"}
+		for range 2 {
+			if _, err := s.Withdraw(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, _ := metricValue(t, s.Collector(), "lockbank_account_idempotent_replays_total", "", ""); n != 1 {
+			t.Fatalf("replays = %v, want 1", n)
+		}
+		if n, _ := metricValue(t, s.Collector(), "lockbank_account_retries_total", "", ""); n != 0 {
+			t.Errorf("retries = %v, want 0: a replay is no retry", n)
+		}
+	})
 	t.Run("BalanceMoved", func(t *testing.T) {
 		t.Parallel()
 		tracer := &pauseBefore{match: "FOR SHARE"} // the fence, between the batch's read and its write
