@@ -5,15 +5,47 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/lockbank/lockbank/internal/contract"
 	"github.com/lockbank/lockbank/internal/loadgen"
 	"github.com/lockbank/lockbank/internal/pglocal"
 )
+
+// violations collects what the OpenAPI document does not allow in the
+// exchanges of every test's cluster (contract.Transport on the nodes' API
+// clients); TestMain fails the run if there is any. One collector for all:
+// the clusters are started inside run, out of a test's reach.
+var violations contractViolations
+
+type contractViolations struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (v *contractViolations) Errorf(format string, args ...any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.msgs = append(v.msgs, fmt.Sprintf(format, args...))
+}
+
+func TestMain(m *testing.M) {
+	wrapTransport = func(base http.RoundTripper) http.RoundTripper { return contract.Transport(&violations, base) }
+	code := m.Run()
+	if len(violations.msgs) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the OpenAPI document does not allow %d exchanges with the nodes:\n%s\n",
+			len(violations.msgs), strings.Join(violations.msgs, "\n"))
+		code = 1
+	}
+	os.Exit(code)
+}
 
 // bankctl runs bankctl as main does, with --json, on its own cluster, and
 // returns the result object and the error run returned.

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -136,11 +137,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return scenario.run(ctx, c, tl)
 }
 
+// wrapTransport, set by tests only, wraps the transport of an own
+// cluster's API clients: there it holds every answer to the OpenAPI
+// document (internal/contract).
+var wrapTransport func(http.RoundTripper) http.RoundTripper
+
 // openCluster starts an own cluster, with the options adjust (if not nil)
 // makes to them, or names the --targets.
 func openCluster(ctx context.Context, f commonFlags, tl *timeline, adjust func(*cluster.Options)) (*cluster.Cluster, error) {
 	if f.targets == "" {
-		o := cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note}
+		o := cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note, Transport: wrapTransport}
 		if adjust != nil {
 			adjust(&o)
 		}

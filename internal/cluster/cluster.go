@@ -13,6 +13,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,6 +47,9 @@ type Options struct {
 	Args map[string][]string
 	// Notef, if set, hears what is being started.
 	Notef func(format string, args ...any)
+	// Transport, if set, wraps each node's API client's transport (see
+	// NodeOptions.Transport).
+	Transport func(http.RoundTripper) http.RoundTripper
 }
 
 // NodeNames are the names of an own cluster's first n nodes.
@@ -106,7 +110,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		c.cleanup = append(c.cleanup, func() { log.Close() })
 		wg.Go(func() {
 			args := append(slices.Clone(demo), o.Args[name]...)
-			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: args, Log: log})
+			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: args, Log: log, Transport: o.Transport})
 		})
 	}
 	wg.Wait()
@@ -131,7 +135,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 func Connect(ctx context.Context, targets []string, docker string) (*Cluster, error) {
 	c := &Cluster{}
 	for i, u := range targets {
-		n := &Node{URL: u, API: newAPI(u)}
+		n := &Node{URL: u, API: newAPI(u, nil)}
 		h, err := n.API.Health(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", u, err)
