@@ -69,7 +69,7 @@ func newMetrics(pool *pgxpool.Pool) *Metrics {
 		}, []string{"result"}),
 		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lockbank_lock_takeovers_total",
-			Help: "Grants that took over a lease which had run out without being released.",
+			Help: "Grants that took over a lease which had run out without being released. A lease renewed past its first TTL and then released counts too: telling the two apart would take a column the lease table does not have.",
 		}),
 		keeperLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lockbank_lock_keepalive_lost_total",
