@@ -97,6 +97,12 @@ func TestRetriesCountedByReason(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = other.Rollback(context.Background()) })
+		// Only the withdrawal's session may find the deadlock (each waiting
+		// session checks after its deadlock_timeout, and a starved one may
+		// check late): this side's check comes long after.
+		if _, err := other.Exec(ctx, `SET LOCAL deadlock_timeout = '1min'`); err != nil {
+			t.Skipf("deciding which side finds the deadlock needs a superuser: %v", err)
+		}
 		if _, err := other.Exec(ctx, `INSERT INTO idempotency_keys (account_id, key, request_hash, error_code, error_message) VALUES ($1, 'k-deadlock', 'x', 'x', 'x')`, a.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -106,9 +112,9 @@ func TestRetriesCountedByReason(t *testing.T) {
 			done <- err
 		}()
 		waitForLockWaiter(t, pool)
-		// Now the other transaction wants the row: a deadlock. The
-		// withdrawal waited first, so its deadlock check runs first and
-		// aborts it; this statement then gets the row.
+		// Now the other transaction wants the row: a deadlock, which the
+		// withdrawal's session finds (1 s, the default deadlock_timeout),
+		// aborting the withdrawal's statement; this one then gets the row.
 		if _, err := other.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, a.ID); err != nil {
 			t.Fatalf("the other side of the deadlock was the one aborted: %v", err)
 		}
