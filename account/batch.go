@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -31,6 +32,7 @@ func (s *Service) applyRows(ctx context.Context, batch []*pending) []outcome {
 		if err == nil || attempt == attempts-1 || !(pgerr.Conflict(err) || uniqueViolation(err)) {
 			break
 		}
+		s.metrics.retried(err)
 	}
 	if err != nil {
 		failAll(outs, batch, err)
@@ -124,12 +126,17 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 	if len(keys) > 0 {
 		b.Queue(sqlGetIdempotencies, id, keys)
 	}
+	start := time.Now()
 	br := conn.SendBatch(ctx, b)
 	plan := &batchPlan{lease: lease}
 	var stored map[string]*storedResult
 	_, err := br.Exec()
 	if err == nil {
 		err = br.QueryRow().Scan(&plan.balance)
+	}
+	if lease == nil {
+		// Answered once the row is locked (or the wait failed).
+		s.metrics.lockedRow(pathBatch, start)
 	}
 	if err == nil && len(keys) > 0 {
 		stored, err = scanStored(br)

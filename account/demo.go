@@ -36,7 +36,12 @@ func (s *Service) applyDemo(ctx context.Context, kind string, c Change) (Result,
 			if c.Strategy == StrategyUnsafe {
 				readBalance = sqlReadBalance
 			}
-			if err := tx.QueryRow(ctx, readBalance, c.AccountID).Scan(&balance); err != nil {
+			start := time.Now()
+			err := tx.QueryRow(ctx, readBalance, c.AccountID).Scan(&balance)
+			if c.Strategy != StrategyUnsafe {
+				s.metrics.lockedRow(pathDemo, start)
+			}
+			if err != nil {
 				if errors.Is(err, pgx.ErrNoRows) {
 					return notFound(c.AccountID)
 				}
@@ -66,7 +71,6 @@ func (s *Service) applyDemo(ctx context.Context, kind string, c Change) (Result,
 				delta = -c.Amount
 			}
 			var after int64
-			var err error
 			if c.Strategy == StrategyUnsafe {
 				// The bug on display: an absolute value computed from a stale read.
 				err = tx.QueryRow(ctx, sqlSetBalance, c.AccountID, balance+delta, c.FenceToken).Scan(&after)
@@ -85,6 +89,7 @@ func (s *Service) applyDemo(ctx context.Context, kind string, c Change) (Result,
 		if err == nil || attempt == attempts-1 || !(pgerr.Conflict(err) || uniqueViolation(err)) {
 			break
 		}
+		s.metrics.retried(err)
 	}
 	if err != nil {
 		return Result{}, wrap(kind, err)
@@ -168,6 +173,7 @@ func (s *Service) withdrawLeasedDemo(ctx context.Context, c Change) (Result, err
 			return res, nil
 		case errors.Is(err, errBalanceMoved), pgerr.Conflict(err), uniqueViolation(err):
 			if time.Now().Before(lease.Deadline()) && attempt < 100 {
+				s.metrics.retried(err)
 				continue
 			}
 			return Result{}, errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", c.AccountID)

@@ -33,6 +33,7 @@ func (s *Service) applyLeased(ctx context.Context, batch []*pending) []outcome {
 		case err == nil:
 			return outs
 		case errors.Is(err, errLeaseRefused):
+			s.metrics.retried(err)
 			continue
 		}
 		failAll(outs, batch, err)
@@ -56,6 +57,7 @@ func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcom
 		err := s.runBatch(ctx, batch, outs, lease)
 		if errors.Is(err, errBalanceMoved) || pgerr.Conflict(err) || uniqueViolation(err) {
 			if time.Now().Before(lease.Deadline()) && attempt < 100 {
+				s.metrics.retried(err)
 				continue
 			}
 			return errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", id)

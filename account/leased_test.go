@@ -109,6 +109,15 @@ func TestOwnLeaseRefusedIsRetried(t *testing.T) {
 			if balance != 900 || entries != 1 || keys != 1 {
 				t.Fatalf("balance %d, %d entries, %d keys; want 900, 1, 1", balance, entries, keys)
 			}
+			// Each refusal took a fresh lease: the batch's grants, less the
+			// first, are its retries (node-b's takeover is no grant of ours).
+			var grants int64
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM lease_grants WHERE resource = $1 AND holder = 'node-a'`, resource).Scan(&grants); err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := metricValue(t, s.Collector(), "lockbank_account_retries_total", "reason", "lease_refused"); n < 1 || n != float64(grants-1) {
+				t.Fatalf("lease_refused retries = %v; want the %d grants after the first, at least 1", n, grants-1)
+			}
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -34,9 +35,11 @@ func (s *Service) applyLone(ctx context.Context, p *pending) (out outcome, done 
 	if p.kind == KindWithdrawal {
 		delta = -c.Amount
 	}
+	start := time.Now()
 	rows, _ := s.pool.Query(ctx, sqlApplyLone, c.AccountID, delta, p.kind, c.Amount, string(c.Strategy),
 		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, p.hash)))
 	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
+	s.metrics.lockedRow(pathLone, start)
 	var pgErr *pgconn.PgError
 	switch class := pgerr.Classify(err); {
 	case err == nil:
@@ -47,6 +50,12 @@ func (s *Service) applyLone(ctx context.Context, p *pending) (out outcome, done 
 		return outcome{err: wrap(p.kind, err)}, true // not run, or failed: nothing happened
 	case class == pgerr.SessionLost, !errors.As(err, &pgErr):
 		return outcome{err: wrap(p.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
+	}
+	if pgerr.Conflict(err) {
+		// Aborted over another transaction: the batch runs it again. (A
+		// unique violation here is no race but the way to a stored outcome,
+		// which the batch replays: not a retry.)
+		s.metrics.retried(err)
 	}
 	return outcome{}, false
 }

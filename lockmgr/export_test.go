@@ -21,3 +21,11 @@ func Registered(m *Manager, resource string) bool {
 	ln := m.lines[resource]
 	return ln != nil && ln.registered
 }
+
+// ListenerConnects is how many times m's listener has connected and woken
+// the heads (Manager.listening): after it, that wake-up is counted.
+func ListenerConnects(m *Manager) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.connects
+}

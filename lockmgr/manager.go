@@ -36,8 +36,9 @@ type Manager struct {
 	metrics  *Metrics
 	log      *slog.Logger
 
-	mu    sync.Mutex
-	lines map[string]*line // Acquire calls waiting, per resource (queue.go)
+	mu       sync.Mutex
+	lines    map[string]*line // Acquire calls waiting, per resource (queue.go)
+	connects int              // times the listener has connected (listening)
 }
 
 // New returns a Manager on pool, whose database must be migrated (package
@@ -53,8 +54,8 @@ func New(pool *pgxpool.Pool, opts Options) *Manager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{pool: pool, margin: margin, lines: map[string]*line{}, metrics: newMetrics(), log: log}
-	m.listener = newListener(pool.Config().ConnConfig, m.released, m.wakeAll)
+	m := &Manager{pool: pool, margin: margin, lines: map[string]*line{}, metrics: newMetrics(pool), log: log}
+	m.listener = newListener(pool.Config().ConnConfig, m.released, m.listening)
 	return m
 }
 
@@ -161,10 +162,6 @@ func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl 
 		timer *time.Timer
 		alarm <-chan time.Time
 		last  *HeldError
-		// asked: the database has been asked, so a wake is news (a release
-		// or an expiry), not the turn joining the line gives. again: the
-		// wake is our own, to ask again at once. Neither is counted.
-		asked, again bool
 	)
 	sleep := func(d time.Duration) {
 		if timer == nil {
@@ -182,12 +179,10 @@ func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl 
 	for {
 		select {
 		case <-w.wake:
-			if asked && !again {
-				m.metrics.wakeups.WithLabelValues("notify").Inc()
-			}
-			again = false
+			// Counted by whoever sent it (Manager.wake); our own turn and
+			// our own "ask again" are not wake-ups.
 		case <-alarm:
-			m.metrics.wakeups.WithLabelValues("expiry").Inc()
+			m.metrics.wakeups.WithLabelValues(wakeExpiry).Inc()
 		case <-ctx.Done():
 			if last != nil {
 				return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
@@ -205,13 +200,11 @@ func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl 
 			continue
 		}
 		l, err := m.tryOnce(ctx, resource, holder, owner, ttl)
-		asked = true
 		if err == nil {
 			m.granted(w, l)
 			return l, nil
 		}
 		if errors.Is(err, errRowVanished) {
-			again = true
 			w.signal() // nobody holds it: ask again at once
 			continue
 		}
@@ -221,7 +214,6 @@ func (m *Manager) wait(ctx context.Context, resource, holder, owner string, ttl 
 		if !m.ensureRegistered(ctx, w) {
 			// Registered just now: a release may have come between our try
 			// and the registration, unannounced. Ask again before sleeping.
-			again = true
 			w.signal()
 			continue
 		}
@@ -279,31 +271,33 @@ func (m *Manager) Release(ctx context.Context, resource, leaseID string) error {
 
 // release is Release of a lease granted to owner ("": none).
 func (m *Manager) release(ctx context.Context, resource, leaseID, owner string) error {
-	err := m.releaseOnce(ctx, resource, leaseID, owner)
-	m.metrics.release(err)
+	expired, err := m.releaseOnce(ctx, resource, leaseID, owner)
+	m.metrics.release(expired, err)
 	return err
 }
 
-func (m *Manager) releaseOnce(ctx context.Context, resource, leaseID, owner string) error {
+// releaseOnce is release, also reporting whether the lease had already run
+// out or been released (for the metrics).
+func (m *Manager) releaseOnce(ctx context.Context, resource, leaseID, owner string) (expired bool, err error) {
 	if !ValidLeaseID(leaseID) {
-		return ErrNotHolder
+		return false, ErrNotHolder
 	}
 	var (
-		token          int64
-		notified, lazy bool
+		token                   int64
+		wasLive, notified, lazy bool
 	)
-	err := m.pool.QueryRow(ctx, sqlRelease, resource, leaseID, nullable(owner)).Scan(&token, &notified, &lazy)
+	err = m.pool.QueryRow(ctx, sqlRelease, resource, leaseID, nullable(owner)).Scan(&token, &wasLive, &notified, &lazy)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNotHolder
+		return false, ErrNotHolder
 	}
 	if err != nil {
-		return dbError("release", resource, err, true)
+		return false, dbError("release", resource, err, true)
 	}
 	// Hand on to the next caller in this Manager's line at once, without
 	// waiting for our own notification (if any was sent).
 	m.released(resource, token)
 	m.log.Info("lock released", "resource", resource, "fencing_token", token)
-	return nil
+	return !wasLive, nil
 }
 
 // Get describes resource's newest grant. Errors: ErrNotFound, ErrBusy,

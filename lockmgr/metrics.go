@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,6 +24,8 @@ type Metrics struct {
 	fenceChecks   *prometheus.CounterVec
 	wakeups       *prometheus.CounterVec
 	waiters       prometheus.Gauge
+	reconnects    prometheus.Counter
+	live          *liveLeases
 	collectors    []prometheus.Collector
 	grantAcquired prometheus.Counter // grants' children, resolved once: no map lookup per call
 	grantHeld     prometheus.Counter
@@ -38,7 +41,14 @@ const (
 	GrantError    = "error"    // invalid arguments or a database failure
 )
 
-func newMetrics() *Metrics {
+// Causes of a wake-up.
+const (
+	wakeNotify   = "notify"   // a release: through this Manager, or heard as a notification
+	wakeExpiry   = "expiry"   // the lease waited for ran out by the local clock
+	wakeListener = "listener" // the listener (re)connected: releases may have gone unheard
+)
+
+func newMetrics(pool *pgxpool.Pool) *Metrics {
 	m := &Metrics{
 		grants: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lockbank_lock_grants_total",
@@ -55,11 +65,11 @@ func newMetrics() *Metrics {
 		}, []string{"result"}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lockbank_lock_releases_total",
-			Help: "Lease releases, by result: released, not_holder (an older grant or unknown lease id), error.",
+			Help: "Lease releases, by result: released (the lease was live when the release began), already_expired (the newest grant, but it had run out or been released before), not_holder (an older grant or unknown lease id), error.",
 		}, []string{"result"}),
 		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lockbank_lock_takeovers_total",
-			Help: "Grants that took over a lease which had run out without being released.",
+			Help: "Grants that took over a lease which had run out without being released. A lease renewed past its first TTL and then released counts too: telling the two apart would take a column the lease table does not have.",
 		}),
 		keeperLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lockbank_lock_keepalive_lost_total",
@@ -71,12 +81,17 @@ func newMetrics() *Metrics {
 		}, []string{"result"}),
 		wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lockbank_lock_wakeups_total",
-			Help: "Times the head of an Acquire line woke to ask the database again, by cause: notify (a release, local or notified, or the listener connecting, after which every waiter asks again), expiry (the lease's time ran out).",
+			Help: "Times the head of an Acquire line, having had its turn, was woken to ask the database again, by cause: notify (a release, through this Manager or notified; one through this Manager may wake the head twice, at once and by its own notification), expiry (the lease it waited for ran out by the local clock), listener (the notification listener connected or reconnected, after which every head asks again, since releases may have gone unheard).",
 		}, []string{"cause"}),
 		waiters: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lockbank_lock_waiters",
 			Help: "Acquire calls of this Manager waiting in line.",
 		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lockbank_lock_listener_reconnects_total",
+			Help: "Times the notification listener connected again after its connection failed or was lost (its first connection is not counted).",
+		}),
+		live: newLiveLeases(pool),
 	}
 	m.grantAcquired = m.grants.WithLabelValues(GrantAcquired)
 	m.grantHeld = m.grants.WithLabelValues(GrantHeld)
@@ -87,17 +102,17 @@ func newMetrics() *Metrics {
 	for _, r := range []string{"renewed", "lost", "error"} {
 		m.renewals.WithLabelValues(r)
 	}
-	for _, r := range []string{"released", "not_holder", "error"} {
+	for _, r := range []string{"released", "already_expired", "not_holder", "error"} {
 		m.releases.WithLabelValues(r)
 	}
 	for _, r := range []string{"ok", "stale", "expired", "mismatch", "error"} {
 		m.fenceChecks.WithLabelValues(r)
 	}
-	for _, c := range []string{"notify", "expiry"} {
+	for _, c := range []string{wakeNotify, wakeExpiry, wakeListener} {
 		m.wakeups.WithLabelValues(c)
 	}
 	m.collectors = []prometheus.Collector{m.grants, m.acquireWait, m.renewals, m.releases, m.takeovers,
-		m.keeperLost, m.fenceChecks, m.wakeups, m.waiters}
+		m.keeperLost, m.fenceChecks, m.wakeups, m.waiters, m.reconnects, m.live}
 	return m
 }
 
@@ -148,8 +163,10 @@ func (m *Metrics) renewal(err error) {
 	}
 }
 
-func (m *Metrics) release(err error) {
+func (m *Metrics) release(expired bool, err error) {
 	switch {
+	case err == nil && expired:
+		m.releases.WithLabelValues("already_expired").Inc()
 	case err == nil:
 		m.releases.WithLabelValues("released").Inc()
 	case errors.Is(err, ErrNotHolder):
@@ -173,4 +190,37 @@ func fenceResult(err error) string {
 	default:
 		return "error"
 	}
+}
+
+// liveLeases is the gauge of live leases, read from the database at each
+// scrape: a lease is live by the database's clock, whoever holds it, and no
+// Manager sees another's grants or knows when a lease ran out. Every node
+// reports the same, database-wide number (take max, not sum, across nodes).
+type liveLeases struct {
+	pool *pgxpool.Pool
+	desc *prometheus.Desc
+}
+
+// liveLeasesTimeout bounds a scrape's count, so that a database that does
+// not answer delays /metrics by at most this much.
+const liveLeasesTimeout = 2 * time.Second
+
+func newLiveLeases(pool *pgxpool.Pool) *liveLeases {
+	return &liveLeases{pool: pool, desc: prometheus.NewDesc("lockbank_lock_live_leases",
+		"Leases live now by the database's clock, of every holder in the database (the same on every node), read at each scrape; absent when the database does not answer.",
+		nil, nil)}
+}
+
+func (l *liveLeases) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
+
+// Collect counts the live leases. On a database failure it sends nothing:
+// the other metrics are still served, and an absent series says why.
+func (l *liveLeases) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), liveLeasesTimeout)
+	defer cancel()
+	var n int64
+	if err := l.pool.QueryRow(ctx, sqlCountLive).Scan(&n); err != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(n))
 }

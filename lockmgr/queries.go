@@ -51,7 +51,9 @@ RETURNING ` + leaseColumns
 // for none) (expires it now, keeping the row as the record of the newest
 // grant). Releasing a lease that already ran out or was
 // released matches too: releasing twice is harmless. A newer grant has
-// another lease_id, so it is never touched.
+// another lease_id, so it is never touched. was_live tells the two apart,
+// for the releases metric: expires_at is cut to a moment after the
+// statement began if the lease was live then, and is left before it if not.
 //
 // Waiters are woken at commit by a NOTIFY, but only if some Manager waits
 // for the resource (see sqlRegisterWaiter): PostgreSQL serialises every
@@ -77,9 +79,9 @@ WITH released AS (
     UPDATE leases
     SET expires_at = least(expires_at, clock_timestamp())
     WHERE resource = $1 AND lease_id = $2 AND owner IS NOT DISTINCT FROM $3
-    RETURNING resource, token
+    RETURNING resource, token, expires_at >= statement_timestamp() AS was_live
 )
-SELECT token,
+SELECT token, was_live,
        CASE WHEN pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext(resource)) THEN false
             ELSE (SELECT true FROM pg_notify('` + notifyChannel + `', resource || ' ' || token))
        END AS notified,
@@ -106,6 +108,10 @@ SELECT ` + leaseColumns + `, clock_timestamp()
 FROM leases WHERE expires_at > clock_timestamp()
 ORDER BY resource
 LIMIT $1`
+
+// The live leases gauge (metrics.go), at each scrape: a sequential scan of
+// one row per resource, no lock.
+const sqlCountLive = `SELECT count(*) FROM leases WHERE expires_at > clock_timestamp()`
 
 // The fence, run inside the writer's transaction before its write. FOR SHARE
 // conflicts with the UPDATE of a takeover: until the writer commits, no newer

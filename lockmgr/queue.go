@@ -35,12 +35,29 @@ type waiter struct {
 	line *line
 	// wake has room for one signal: being made head, or, as head, a release.
 	wake chan struct{}
+	// turned: the waiter has had its turn as head (turn), so a wake is now
+	// news to count (wake), not the turn itself. Guarded by the Manager's mu.
+	turned bool
 }
 
-func (w *waiter) signal() {
+// signal wakes w; it reports whether the signal went in (false when one was
+// already pending, and this one merges with it).
+func (w *waiter) signal() bool {
 	select {
 	case w.wake <- struct{}{}:
+		return true
 	default:
+		return false
+	}
+}
+
+// wake signals the head w for cause, counting the wake-up if it is news to
+// w and not merged with one pending. Called with the Manager's mu held: the
+// count is made when the wake is sent, so a test that sees the cause happen
+// sees it counted.
+func (m *Manager) wake(w *waiter, cause string) {
+	if w.signal() && w.turned {
+		m.metrics.wakeups.WithLabelValues(cause).Inc()
 	}
 }
 
@@ -90,6 +107,7 @@ func (m *Manager) turn(w *waiter) (head bool, sleep time.Duration) {
 	if ln.waiters[0] != w {
 		return false, 0
 	}
+	w.turned = true
 	if ln.heldToken != 0 {
 		if d := time.Until(ln.heldUntil); d > 0 {
 			return true, d + jitter(d)
@@ -136,17 +154,24 @@ func (m *Manager) released(resource string, token int64) {
 		return
 	}
 	ln.heldToken = 0
-	ln.waiters[0].signal()
+	m.wake(ln.waiters[0], wakeNotify)
 }
 
-// wakeAll wakes every head, after notifications may have been missed.
-func (m *Manager) wakeAll() {
+// listening is told by the listener each time it has connected and holds
+// the advisory locks of the resources waited for: every head is woken, since
+// notifications may have been missed while it was not listening, and a
+// connection after the first is counted as a reconnect.
+func (m *Manager) listening() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, ln := range m.lines {
 		ln.heldToken = 0
-		ln.waiters[0].signal()
+		m.wake(ln.waiters[0], wakeListener)
 	}
+	if m.connects > 0 {
+		m.metrics.reconnects.Inc()
+	}
+	m.connects++
 }
 
 // jitter spreads the waiters of several processes that wake at one lease's

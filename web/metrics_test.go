@@ -153,9 +153,25 @@ func TestMetricsCountAKnownSequence(t *testing.T) {
 		}
 	}
 	// The wait ended at the first lease's expiry (more than once only if
-	// the local clock woke before the database's).
-	if got := metricValue(t, reg, "lockbank_lock_wakeups_total", map[string]string{"cause": "expiry"}); got < 1 {
+	// the local clock woke before the database's). Nothing was released, so
+	// no wake-up is a notify; the listener's first connection may wake the
+	// head once (cause listener), or merge with the head's own wake.
+	wakeups := "lockbank_lock_wakeups_total"
+	if got := metricValue(t, reg, wakeups, map[string]string{"cause": "expiry"}); got < 1 {
 		t.Errorf("wake-ups at expiry = %v, want at least 1", got)
+	}
+	if got := metricValue(t, reg, wakeups, map[string]string{"cause": "notify"}); got != 0 {
+		t.Errorf("notify wake-ups = %v with no release, want 0", got)
+	}
+	if got := metricValue(t, reg, wakeups, map[string]string{"cause": "listener"}); got > 1 {
+		t.Errorf("listener wake-ups = %v, want at most 1 (one connection)", got)
+	}
+	if got := metricValue(t, reg, "lockbank_lock_listener_reconnects_total", nil); got != 0 {
+		t.Errorf("listener reconnects = %v, want 0", got)
+	}
+	// The first lease ran out; the second is live (it is never released).
+	if got := metricValue(t, reg, "lockbank_lock_live_leases", nil); got != 1 {
+		t.Errorf("live leases = %v, want 1", got)
 	}
 
 	t.Run("RequestLogLine", func(t *testing.T) {

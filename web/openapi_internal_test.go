@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -71,6 +72,33 @@ func TestOpenAPIHasEveryProblemCode(t *testing.T) {
 	for code := range listed {
 		if _, ok := problemTypes[code]; !ok {
 			t.Errorf("an operation lists %s, which problemTypes does not have", code)
+		}
+	}
+}
+
+// TestOpenAPISaysWhenEachCode: the Problem schema's code says when each of
+// its codes is answered, one "- code: when" line each (docs/api.md does
+// not repeat them, so the document is where a reader finds them).
+func TestOpenAPISaysWhenEachCode(t *testing.T) {
+	t.Parallel()
+	doc, err := openapi3.NewLoader().LoadFromData(OpenAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := doc.Components.Schemas["Problem"].Value.Properties["code"].Value
+	said := map[string]bool{}
+	for _, line := range strings.Split(code.Description, "\n") {
+		names, when, ok := strings.Cut(strings.TrimPrefix(line, "- "), ": ")
+		if !ok || !strings.HasPrefix(line, "- ") || when == "" {
+			continue
+		}
+		for _, name := range strings.Split(names, ", ") {
+			said[name] = true
+		}
+	}
+	for _, c := range enumOf(doc.Components.Schemas["Problem"].Value.Properties["code"]) {
+		if !said[c] {
+			t.Errorf("the Problem schema's code does not say when %s is answered", c)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +28,8 @@ type benchFlags struct {
 	out         string
 	databaseURL string
 	baseline    bool
+	metricsCost bool
+	scrape      time.Duration
 }
 
 func (f *benchFlags) register(fs *flag.FlagSet) {
@@ -39,6 +42,9 @@ func (f *benchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.out, "out", "bench-results", "directory for results.json and the plots")
 	fs.StringVar(&f.databaseURL, "database-url", "", "with --targets: their database, for the bench accounts and the raw-SQL baseline")
 	fs.BoolVar(&f.baseline, "baseline", true, "also measure the raw-SQL baseline in the same run")
+	fs.BoolVar(&f.metricsCost, "metrics-cost", false, "run every bankd cell twice, on node-a (metrics on, scraped every --scrape) and on node-b (--metrics=false), "+
+		"and report the ratio; own cluster: starts both; with --targets: the first target has metrics, the second not")
+	fs.DurationVar(&f.scrape, "scrape", time.Second, "with --metrics-cost: how often node-a's /metrics is scraped during its runs (0: never)")
 }
 
 func (f benchFlags) validate() error {
@@ -53,6 +59,10 @@ func (f benchFlags) validate() error {
 		return usageError("--scenarios needs at least one of hot, spread")
 	case len(splitList(f.strategies)) == 0 && !f.baseline:
 		return usageError("nothing to measure: no --strategies and --baseline=false")
+	case f.scrape < 0 || f.scrape > time.Minute:
+		return usageError("--scrape must be from 0 to 1m")
+	case f.metricsCost && len(splitList(f.strategies)) == 0:
+		return usageError("--metrics-cost needs --strategies: it compares bankd with and without metrics")
 	}
 	for _, s := range splitList(f.scenarios) {
 		if s != "hot" && s != "spread" {
@@ -111,18 +121,31 @@ func (f benchFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	defer pool.Close()
 
 	cfg := loadgen.Config{Scenarios: splitList(f.scenarios), Clients: levels, Strategies: splitList(f.strategies), Baseline: f.baseline,
-		Duration: f.duration, Warmup: f.warmup, Pool: pool, RSS: c.PeakRSSMiB,
+		Duration: f.duration, Warmup: f.warmup, Pool: pool, RSS: c.PeakRSSMiB, CPU: c.CPUSeconds,
 		Seeded: func(a loadgen.Accounts) {
 			tl.note("bench accounts: 1 hot, %d spread; each run: %s warm-up, %s measured", len(a.Spread), f.warmup, f.duration)
 		},
 		Done: func(r loadgen.Run) {
-			tl.note("%-6s %4d clients  %-7s %8.0f/s  p50 %6.2fms  p99 %7.2fms%s", r.Scenario, r.Clients, r.Target, r.Throughput, r.P50Ms, r.P99Ms, loadgen.ErrorSummary(r.Errors))
+			tl.note("%-6s %4d clients  %-15s %8.0f/s  p50 %6.2fms  p99 %7.2fms%s", r.Scenario, r.Clients, r.Target, r.Throughput, r.P50Ms, r.P99Ms, loadgen.ErrorSummary(r.Errors))
 		}}
 	if slices.Contains(cfg.Scenarios, "spread") {
 		cfg.Spread = f.accounts
 	}
 	for _, n := range c.Nodes {
 		cfg.Nodes = append(cfg.Nodes, n.URL)
+	}
+	if f.metricsCost {
+		if len(c.Nodes) < 2 {
+			return usageError("--metrics-cost needs two nodes: the first with metrics, the second with --metrics=false")
+		}
+		if err := checkMetricsServed(ctx, c.Nodes[0].URL, true); err != nil {
+			return usageError("--metrics-cost: %s: %v", c.Nodes[0].Name, err)
+		}
+		if err := checkMetricsServed(ctx, c.Nodes[1].URL, false); err != nil {
+			return usageError("--metrics-cost: %s: %v", c.Nodes[1].Name, err)
+		}
+		cfg.Nodes, cfg.MetricsOff, cfg.Scrape = []string{c.Nodes[0].URL}, []string{c.Nodes[1].URL}, f.scrape
+		tl.note("metrics cost: %s with metrics, scraped every %s; %s with --metrics=false", c.Nodes[0].Name, f.scrape, c.Nodes[1].Name)
 	}
 	res, err := loadgen.Bench(ctx, cfg)
 	if err != nil {
@@ -141,8 +164,41 @@ func (f benchFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	return nil
 }
 
+// checkMetricsServed makes sure the node at url serves /metrics (want) or
+// not (404), so that a comparison of the two is what it says.
+func checkMetricsServed(ctx context.Context, url string, want bool) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	switch {
+	case want && resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("GET /metrics answered %d; want 200 from the node with metrics", resp.StatusCode)
+	case !want && resp.StatusCode != http.StatusNotFound:
+		return fmt.Errorf("GET /metrics answered %d; want 404 from a node started with --metrics=false", resp.StatusCode)
+	}
+	return nil
+}
+
+// clusterOptions starts node-b with --metrics=false for --metrics-cost.
+func (f benchFlags) clusterOptions(o *cluster.Options) {
+	if f.metricsCost {
+		o.Nodes = max(o.Nodes, 2)
+		o.Args = map[string][]string{"node-b": {"--metrics=false"}}
+	}
+}
+
 func printBenchTable(tl *timeline, res loadgen.Result) {
-	tl.printf("\n%-7s %7s  %-8s %10s %9s %9s %9s %9s %9s  %s\n", "scenario", "clients", "target", "ops/s", "×raw-sql", "p50 ms", "p95 ms", "p99 ms", "RSS MiB", "errors")
+	width := 8
+	for _, r := range res.Runs {
+		width = max(width, len(r.Target))
+	}
+	tl.printf("\n%-7s %7s  %-*s %10s %9s %9s %9s %9s %9s  %s\n", "scenario", "clients", width, "target", "ops/s", "×raw-sql", "p50 ms", "p95 ms", "p99 ms", "RSS MiB", "errors")
 	for _, r := range res.Runs {
 		ratio, rss := "", ""
 		if r.VsRawSQL > 0 {
@@ -151,7 +207,18 @@ func printBenchTable(tl *timeline, res loadgen.Result) {
 		if r.Target != loadgen.TargetRawSQL && r.RSSMiB > 0 {
 			rss = fmt.Sprintf("%.1f", r.RSSMiB)
 		}
-		tl.printf("%-8s %7d  %-8s %10.0f %9s %9.2f %9.2f %9.2f %9s  %s\n", r.Scenario, r.Clients, r.Target, r.Throughput, ratio,
+		tl.printf("%-8s %7d  %-*s %10.0f %9s %9.2f %9.2f %9.2f %9s  %s\n", r.Scenario, r.Clients, width, r.Target, r.Throughput, ratio,
 			r.P50Ms, r.P95Ms, r.P99Ms, rss, strings.TrimPrefix(loadgen.ErrorSummary(r.Errors), "  errors: "))
+	}
+	for _, r := range res.Runs {
+		if r.VsMetricsOff > 0 {
+			cpu := ""
+			if i := slices.IndexFunc(res.Runs, func(o loadgen.Run) bool {
+				return o.Scenario == r.Scenario && o.Clients == r.Clients && o.Target == r.Target+loadgen.MetricsOffSuffix
+			}); i >= 0 && r.CPUMsPerOp > 0 && res.Runs[i].CPUMsPerOp > 0 {
+				cpu = fmt.Sprintf(", %.3f× the CPU per operation (%.3f vs %.3f ms)", r.CPUMsPerOp/res.Runs[i].CPUMsPerOp, r.CPUMsPerOp, res.Runs[i].CPUMsPerOp)
+			}
+			tl.printf("metrics cost: %-6s %4d clients  %-6s with metrics %.3f× the throughput without%s\n", r.Scenario, r.Clients, r.Target, r.VsMetricsOff, cpu)
+		}
 	}
 }

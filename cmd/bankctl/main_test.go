@@ -5,15 +5,47 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/lockbank/lockbank/internal/contract"
 	"github.com/lockbank/lockbank/internal/loadgen"
 	"github.com/lockbank/lockbank/internal/pglocal"
 )
+
+// violations collects what the OpenAPI document does not allow in the
+// exchanges of every test's cluster (contract.Transport on the nodes' API
+// clients); TestMain fails the run if there is any. One collector for all:
+// the clusters are started inside run, out of a test's reach.
+var violations contractViolations
+
+type contractViolations struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (v *contractViolations) Errorf(format string, args ...any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.msgs = append(v.msgs, fmt.Sprintf(format, args...))
+}
+
+func TestMain(m *testing.M) {
+	wrapTransport = func(base http.RoundTripper) http.RoundTripper { return contract.Transport(&violations, base) }
+	code := m.Run()
+	if len(violations.msgs) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the OpenAPI document does not allow %d exchanges with the nodes:\n%s\n",
+			len(violations.msgs), strings.Join(violations.msgs, "\n"))
+		code = 1
+	}
+	os.Exit(code)
+}
 
 // bankctl runs bankctl as main does, with --json, on its own cluster, and
 // returns the result object and the error run returned.
@@ -122,6 +154,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "--scenarios", "cold"},
 		{"bench", "--strategies", "unsafe"},
 		{"bench", "--duration", "10ms"},
+		{"bench", "--metrics-cost", "--strategies", ""},
+		{"bench", "--scrape", "-1s"},
 	} {
 		err := run(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
 		var exit *exitError
@@ -195,5 +229,34 @@ func TestBench(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestBenchMetricsCost: --metrics-cost starts node-b with metrics off and
+// runs every bankd cell on both nodes; the run with metrics carries its
+// ratio to the one without, and bankd's runs their CPU per operation.
+func TestBenchMetricsCost(t *testing.T) {
+	t.Parallel()
+	res, _, err := bankctl(t, "bench", "--metrics-cost", "--scenarios", "hot", "--clients", "2", "--strategies", "row",
+		"--duration", "1s", "--warmup", "0s", "--accounts", "2", "--out", t.TempDir())
+	if err != nil {
+		t.Fatalf("bench --metrics-cost: %v", err)
+	}
+	if res["bankd_nodes"] != 1.0 {
+		t.Errorf("bankd_nodes %v; want 1: node-a carries the load with metrics, node-b without", res["bankd_nodes"])
+	}
+	ratios := map[string]float64{}
+	for _, r := range res["runs"].([]any) {
+		run := r.(map[string]any)
+		if run["ok"].(float64) < 1 || run["errors"] != nil {
+			t.Errorf("run %v: want successes, no errors", run)
+		}
+		ratios[run["target"].(string)], _ = run["vs_metrics_off"].(float64)
+		if cpu, _ := run["bankd_cpu_ms_per_op"].(float64); (run["target"] == loadgen.TargetRawSQL) != (cpu == 0) {
+			t.Errorf("run %v: want the CPU per operation of bankd's runs (from /proc), none for raw SQL", run)
+		}
+	}
+	if len(ratios) != 3 || ratios["row"] <= 0 || ratios["row/metrics-off"] != 0 || ratios[loadgen.TargetRawSQL] != 0 {
+		t.Fatalf("runs' ratios to metrics off %v; want raw-sql, row with one, row/metrics-off", ratios)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -119,7 +120,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	tl := newTimeline(stdout, common.json)
-	c, err := openCluster(ctx, common, tl)
+	var adjust func(*cluster.Options)
+	if o, ok := scenario.(interface{ clusterOptions(*cluster.Options) }); ok {
+		adjust = o.clusterOptions
+	}
+	c, err := openCluster(ctx, common, tl, adjust)
 	if err != nil {
 		var exit *exitError
 		if errors.As(err, &exit) {
@@ -132,10 +137,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return scenario.run(ctx, c, tl)
 }
 
-// openCluster starts an own cluster, or names the --targets.
-func openCluster(ctx context.Context, f commonFlags, tl *timeline) (*cluster.Cluster, error) {
+// wrapTransport, set by tests only, wraps the transport of an own
+// cluster's API clients: there it holds every answer to the OpenAPI
+// document (internal/contract).
+var wrapTransport func(http.RoundTripper) http.RoundTripper
+
+// openCluster starts an own cluster, with the options adjust (if not nil)
+// makes to them, or names the --targets.
+func openCluster(ctx context.Context, f commonFlags, tl *timeline, adjust func(*cluster.Options)) (*cluster.Cluster, error) {
 	if f.targets == "" {
-		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note})
+		o := cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note, Transport: wrapTransport}
+		if adjust != nil {
+			adjust(&o)
+		}
+		return cluster.Start(ctx, o)
 	}
 	var targets []string
 	for _, u := range strings.Split(f.targets, ",") {

@@ -30,6 +30,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	pprofAddr       string
 	metricsAddr     string
+	metrics         bool
 	apiKeysFile     string
 	// What is pruned, and when (invariant 12): idempotency records older
 	// than idempotencyRetention, lease history older than leaseRetention,
@@ -124,6 +125,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long in-flight requests may finish at shutdown")
 	fs.StringVar(&c.apiKeysFile, "api-keys-file", env("BANKD_API_KEYS_FILE", ""), "file of API keys (name role sha256:hex per line; see bankd apikey new); every /v1 request then needs one; empty: no keys [BANKD_API_KEYS_FILE]")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", env("BANKD_METRICS_ADDR", ""), "serve /metrics on this address instead of --addr [BANKD_METRICS_ADDR]")
+	metrics := true
+	if getenv("BANKD_METRICS") != "" {
+		if metrics, err = envBool(getenv, "BANKD_METRICS"); err != nil {
+			return c, nil, err
+		}
+	}
+	// Off only to measure what metrics cost (bankctl bench --metrics-cost):
+	// no /metrics, no HTTP metrics; lockmgr and account count regardless.
+	fs.BoolVar(&c.metrics, "metrics", metrics, "serve /metrics and count HTTP requests; false only to measure their cost [BANKD_METRICS]")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", env("BANKD_PPROF_ADDR", ""), "serve net/http/pprof on this address (keep it on loopback); empty: off [BANKD_PPROF_ADDR]")
 	// Stripe keeps idempotency keys for 24 hours: a retry within it is
 	// answered from the first outcome; after it the key is new again.

@@ -27,7 +27,8 @@ func scrape(t *testing.T, url string) string {
 // TestMetricsEndpoint: /metrics is on the API's listener by default, with
 // the HTTP requests counted by route pattern, the pool, the lock manager, the
 // accounts and the Go runtime and process; --metrics-addr moves it to a
-// listener of its own, and the API's then answers 404.
+// listener of its own, and the API's then answers 404; --metrics=false
+// (only for measuring their cost) serves none.
 func TestMetricsEndpoint(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.URL(t)
@@ -61,6 +62,18 @@ func TestMetricsEndpoint(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusNotFound {
 			t.Fatalf("the API address answers /metrics with %d; want 404", resp.StatusCode)
+		}
+	})
+	t.Run("Off", func(t *testing.T) {
+		b := startBankd(t, map[string]string{"DATABASE_URL": dbURL, "BANKD_METRICS": "false"})
+		createAccount(t, b.api, "alice", 10)
+		resp, err := http.Get(b.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("with metrics off, /metrics answers %d; want 404", resp.StatusCode)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/lockbank/lockbank/account"
 	"github.com/lockbank/lockbank/client"
 	"github.com/lockbank/lockbank/internal/cluster"
+	"github.com/lockbank/lockbank/internal/contract"
 	"github.com/lockbank/lockbank/internal/pgtest"
 	"github.com/lockbank/lockbank/internal/wait"
 )
@@ -32,7 +34,8 @@ func startProcess(t *testing.T, node, databaseURL string, args ...string) *clust
 	t.Helper()
 	logs := &cluster.LogBuffer{}
 	n, err := cluster.StartNode(context.Background(), cluster.NodeOptions{Binary: bankdBinary(t), Name: node, DatabaseURL: databaseURL,
-		Args: append([]string{"--unsafe-demo"}, args...), Log: logs})
+		Args: append([]string{"--unsafe-demo"}, args...), Log: logs,
+		Transport: func(base http.RoundTripper) http.RoundTripper { return contract.Transport(t, base) }})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, logs)
 	}

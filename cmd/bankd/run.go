@@ -90,17 +90,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.unsafeDemo {
 		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
 	}
-	httpMetrics := web.NewMetrics()
-	registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))
+	var httpMetrics *web.Metrics // nil: not counted (--metrics=false)
+	if cfg.metrics {
+		httpMetrics = web.NewMetrics()
+	}
 	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, pool.Ping, httpMetrics)
-	if cfg.metricsAddr == "" {
-		handler = withMetrics(handler, registry)
-	} else {
-		stopMetrics, err := serveMetrics(cfg.metricsAddr, registry, logger)
-		if err != nil {
-			return err
+	if cfg.metrics {
+		registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))
+		if cfg.metricsAddr == "" {
+			handler = withMetrics(handler, registry)
+		} else {
+			stopMetrics, err := serveMetrics(cfg.metricsAddr, registry, logger)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 		}
-		defer stopMetrics()
 	}
 	srv := &http.Server{
 		Handler:           handler,

@@ -13,8 +13,10 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,8 +42,14 @@ type Cluster struct {
 type Options struct {
 	Nodes    int           // 1 to 3: node-a, node-b, node-c
 	LeaseTTL time.Duration // the nodes' lease TTL, also their row-lock TTL
+	// Args are more bankd flags for the node of each name (bench's
+	// --metrics-cost starts node-b with --metrics=false).
+	Args map[string][]string
 	// Notef, if set, hears what is being started.
 	Notef func(format string, args ...any)
+	// Transport, if set, wraps each node's API client's transport (see
+	// NodeOptions.Transport).
+	Transport func(http.RoundTripper) http.RoundTripper
 }
 
 // NodeNames are the names of an own cluster's first n nodes.
@@ -101,7 +109,8 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 		c.cleanup = append(c.cleanup, func() { log.Close() })
 		wg.Go(func() {
-			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: demo, Log: log})
+			args := append(slices.Clone(demo), o.Args[name]...)
+			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: args, Log: log, Transport: o.Transport})
 		})
 	}
 	wg.Wait()
@@ -126,7 +135,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 func Connect(ctx context.Context, targets []string, docker string) (*Cluster, error) {
 	c := &Cluster{}
 	for i, u := range targets {
-		n := &Node{URL: u, API: newAPI(u)}
+		n := &Node{URL: u, API: newAPI(u, nil)}
 		h, err := n.API.Health(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", u, err)
@@ -177,6 +186,38 @@ func (c *Cluster) RestartDatabase(ctx context.Context) error {
 	}
 	return c.pg.CrashAndRestart(ctx)
 }
+
+// CPUSeconds is the CPU time (user and system) the own node at url has
+// used so far, and whether /proc could tell (never for targets).
+func (c *Cluster) CPUSeconds(url string) (float64, bool) {
+	for _, n := range c.Nodes {
+		if n.URL != url || n.PID() == 0 {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.PID()))
+		if err != nil {
+			return 0, false
+		}
+		// The fields after the command name, which is in parentheses and
+		// may hold spaces: utime and stime are the 12th and 13th of them.
+		_, rest, ok := strings.Cut(string(data), ") ")
+		fields := strings.Fields(rest)
+		if !ok || len(fields) < 13 {
+			return 0, false
+		}
+		utime, err1 := strconv.ParseFloat(fields[11], 64)
+		stime, err2 := strconv.ParseFloat(fields[12], 64)
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		return (utime + stime) / clockTicks, true
+	}
+	return 0, false
+}
+
+// clockTicks is Linux's USER_HZ, the unit of /proc's CPU times: 100 on
+// every architecture Go supports there.
+const clockTicks = 100
 
 // PeakRSSMiB is the largest peak resident set (VmHWM) of the own nodes'
 // processes, in MiB; 0 for targets, which are not our children.

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"slices"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/lockbank/lockbank/client"
 	"github.com/lockbank/lockbank/internal/cluster"
+	"github.com/lockbank/lockbank/internal/contract"
 	"github.com/lockbank/lockbank/internal/pglocal"
 	"github.com/lockbank/lockbank/internal/pgtest"
 )
@@ -31,7 +33,8 @@ func bankd(t *testing.T) string {
 func startNode(t *testing.T, name string, args ...string) (*cluster.Node, *cluster.LogBuffer) {
 	t.Helper()
 	logs := &cluster.LogBuffer{}
-	n, err := cluster.StartNode(context.Background(), cluster.NodeOptions{Binary: bankd(t), Name: name, DatabaseURL: pgtest.URL(t), Args: args, Log: logs})
+	n, err := cluster.StartNode(context.Background(), cluster.NodeOptions{Binary: bankd(t), Name: name, DatabaseURL: pgtest.URL(t), Args: args, Log: logs,
+		Transport: func(base http.RoundTripper) http.RoundTripper { return contract.Transport(t, base) }})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, logs)
 	}
@@ -145,7 +148,8 @@ func TestOwnCluster(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	var notes []string
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2, LeaseTTL: 2 * time.Second, Notef: func(f string, a ...any) { notes = append(notes, f) }})
+	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2, LeaseTTL: 2 * time.Second, Notef: func(f string, a ...any) { notes = append(notes, f) },
+		Transport: func(base http.RoundTripper) http.RoundTripper { return contract.Transport(t, base) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,10 @@ type NodeOptions struct {
 	Args []string
 	// Log receives the process's stdout and stderr; nil discards them.
 	Log io.Writer
+	// Transport, if set, wraps the transport of the node's API client: for
+	// tests, which hold every answer to the OpenAPI document
+	// (internal/contract.Transport).
+	Transport func(http.RoundTripper) http.RoundTripper
 }
 
 // StartNode runs bankd as a child process in its own process group (so
@@ -61,7 +65,7 @@ func StartNode(ctx context.Context, o NodeOptions) (*Node, error) {
 		log = io.Discard
 	}
 	url := "http://" + addr
-	n := &Node{Name: o.Name, URL: url, API: newAPI(url)}
+	n := &Node{Name: o.Name, URL: url, API: newAPI(url, o.Transport)}
 	n.spawn = func() (*os.Process, <-chan struct{}, error) {
 		cmd := exec.Command(o.Binary, args...)
 		cmd.Stdout, cmd.Stderr = log, log
@@ -88,10 +92,15 @@ func StartNode(ctx context.Context, o NodeOptions) (*Node, error) {
 
 // newAPI is a client for one node, keeping many connections: a race
 // releases up to a thousand clients at once.
-func newAPI(url string) *client.Client {
+// wrap, if not nil, wraps its transport.
+func newAPI(url string, wrap func(http.RoundTripper) http.RoundTripper) *client.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 1024
-	return client.New(url, client.WithHTTPClient(&http.Client{Transport: tr, Timeout: 2 * time.Minute}))
+	var rt http.RoundTripper = tr
+	if wrap != nil {
+		rt = wrap(tr)
+	}
+	return client.New(url, client.WithHTTPClient(&http.Client{Transport: rt, Timeout: 2 * time.Minute}))
 }
 
 func freeAddr() (string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -61,6 +62,39 @@ func bankdOp(hc *http.Client, nodes []string, strategy string) op {
 	}
 }
 
+// scrape GETs /metrics of every node every interval, as Prometheus would,
+// until the returned stop is called; with no nodes or interval, nothing.
+func scrape(ctx context.Context, hc *http.Client, nodes []string, every time.Duration) (stop func()) {
+	if len(nodes) == 0 || every <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for _, u := range nodes {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
+				if err != nil {
+					continue
+				}
+				if resp, err := hc.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
 // rawSQLOp is the row strategy's transaction without bankd: lock the row,
 // check funds, update, append to the ledger, commit. The baseline, so its
 // own SQL on purpose: what an application without lockbank would send.
@@ -97,6 +131,7 @@ func drive(ctx context.Context, clients int, warmup, duration time.Duration, ids
 	type tally struct {
 		latencies []time.Duration
 		errors    map[string]int
+		total     int // every operation, in the window or not
 	}
 	tallies := make([]tally, clients)
 	var wg sync.WaitGroup
@@ -117,6 +152,7 @@ func drive(ctx context.Context, clients int, warmup, duration time.Duration, ids
 				code, err := op(opCtx, rng, account)
 				ended := time.Now()
 				cancel()
+				t.total++
 				if began.Before(from) || ended.After(until) {
 					continue
 				}
@@ -138,6 +174,7 @@ func drive(ctx context.Context, clients int, warmup, duration time.Duration, ids
 	var all []time.Duration
 	for _, t := range tallies {
 		all = append(all, t.latencies...)
+		r.total += t.total
 		for code, n := range t.errors {
 			r.Errors[code] += n
 		}

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -45,7 +46,21 @@ type Run struct {
 	// RSSMiB is the largest resident set of a bankd of the own cluster,
 	// sampled at the end of the run.
 	RSSMiB float64 `json:"bankd_rss_mib,omitempty"`
+	// VsMetricsOff, for a bankd run with metrics on when the bench compares
+	// (Config.MetricsOff), is its throughput over that of the same run on
+	// the node with metrics off (target "<strategy>" + MetricsOffSuffix).
+	VsMetricsOff float64 `json:"vs_metrics_off,omitempty"`
+	// CPUMsPerOp is the CPU time (user and system) the run's bankd nodes
+	// spent per operation, over the whole run (warm-up included), when
+	// Config.CPU can tell: less swayed than throughput by whatever else the
+	// machine runs.
+	CPUMsPerOp float64 `json:"bankd_cpu_ms_per_op,omitempty"`
+
+	total int // operations, in the window or not
 }
+
+// MetricsOffSuffix names a bankd target run on the nodes with metrics off.
+const MetricsOffSuffix = "/metrics-off"
 
 // Result is a whole bench, as results.json holds it.
 type Result struct {
@@ -99,6 +114,17 @@ type Config struct {
 	Spread     int // accounts of the spread scenario
 	// Nodes are bankd's base URLs; a run's clients take turns on them.
 	Nodes []string
+	// MetricsOff, if set, are bankd nodes like Nodes but started with
+	// --metrics=false: every bankd run is made on both, back to back (which
+	// goes first alternates from run to run, so that neither always gets
+	// the warmer database), the second as target strategy+MetricsOffSuffix.
+	MetricsOff []string
+	// Scrape, with MetricsOff, is how often Nodes are scraped (GET /metrics)
+	// during a run on them, as Prometheus would scrape them; 0: never.
+	Scrape time.Duration
+	// CPU, if set, is the CPU time a bankd node (by URL) has used so far,
+	// in seconds, and whether it is known (not for a node not our child).
+	CPU func(node string) (float64, bool)
 	// Pool is bankd's database: for the bench accounts, and the raw-SQL
 	// baseline's, with a connection for each client of the largest level.
 	Pool *pgxpool.Pool
@@ -155,21 +181,29 @@ func Measure(ctx context.Context, cfg Config, accts Accounts) ([]Run, error) {
 			}
 			targets = append(targets, cfg.Strategies...)
 			for _, target := range targets {
-				op := bankdOp(hc, cfg.Nodes, target)
-				if target == TargetRawSQL {
-					op = rawSQLOp(cfg.Pool)
-				}
-				r := drive(ctx, clients, cfg.Warmup, cfg.Duration, ids, op)
-				r.Scenario, r.Target = scenario, target
-				if cfg.RSS != nil {
-					r.RSSMiB = cfg.RSS()
-				}
-				runs = append(runs, r)
-				if cfg.Done != nil {
-					cfg.Done(r)
-				}
-				if ctx.Err() != nil {
-					return runs, ctx.Err()
+				for _, v := range variants(cfg, target, len(runs)) {
+					op := bankdOp(hc, v.nodes, target)
+					if target == TargetRawSQL {
+						op = rawSQLOp(cfg.Pool)
+					}
+					before, known := cpuOf(cfg, v.nodes, target)
+					stopScraping := scrape(ctx, hc, v.scraped, cfg.Scrape)
+					r := drive(ctx, clients, cfg.Warmup, cfg.Duration, ids, op)
+					stopScraping()
+					if after, _ := cpuOf(cfg, v.nodes, target); known && r.total > 0 {
+						r.CPUMsPerOp = (after - before) * 1000 / float64(r.total)
+					}
+					r.Scenario, r.Target = scenario, v.name
+					if cfg.RSS != nil {
+						r.RSSMiB = cfg.RSS()
+					}
+					runs = append(runs, r)
+					if cfg.Done != nil {
+						cfg.Done(r)
+					}
+					if ctx.Err() != nil {
+						return runs, ctx.Err()
+					}
 				}
 			}
 		}
@@ -185,11 +219,60 @@ func fillRatios(runs []Run) {
 			base[r.Scenario+"/"+strconv.Itoa(r.Clients)] = r.Throughput
 		}
 	}
+	off := map[string]float64{}
+	for _, r := range runs {
+		if strategy, ok := strings.CutSuffix(r.Target, MetricsOffSuffix); ok {
+			off[r.Scenario+"/"+strconv.Itoa(r.Clients)+"/"+strategy] = r.Throughput
+		}
+	}
 	for i := range runs {
 		if b := base[runs[i].Scenario+"/"+strconv.Itoa(runs[i].Clients)]; b > 0 && runs[i].Target != TargetRawSQL {
 			runs[i].VsRawSQL = runs[i].Throughput / b
 		}
+		if o := off[runs[i].Scenario+"/"+strconv.Itoa(runs[i].Clients)+"/"+runs[i].Target]; o > 0 {
+			runs[i].VsMetricsOff = runs[i].Throughput / o
+		}
 	}
+}
+
+// cpuOf is the CPU seconds nodes have used so far, and whether that is
+// known (never for the raw-SQL baseline, which uses no bankd).
+func cpuOf(cfg Config, nodes []string, target string) (float64, bool) {
+	if cfg.CPU == nil || target == TargetRawSQL {
+		return 0, false
+	}
+	var sum float64
+	for _, n := range nodes {
+		s, ok := cfg.CPU(n)
+		if !ok {
+			return 0, false
+		}
+		sum += s
+	}
+	return sum, true
+}
+
+// variant is one run of a target: its name, the nodes it loads, and those
+// scraped during it.
+type variant struct {
+	name           string
+	nodes, scraped []string
+}
+
+// variants are target's runs: one, or, for a bankd target when the bench
+// compares metrics on and off, one on each, in an order that alternates
+// with n (the runs so far).
+func variants(cfg Config, target string, n int) []variant {
+	on := variant{name: target, nodes: cfg.Nodes}
+	if target == TargetRawSQL || len(cfg.MetricsOff) == 0 {
+		return []variant{on}
+	}
+	on.scraped = cfg.Nodes
+	off := variant{name: target + MetricsOffSuffix, nodes: cfg.MetricsOff}
+	if n%2 == 1 {
+		return []variant{off, on}
+	}
+	return []variant{on, off}
 }
 
 // Machine names the machine a bench ran on.

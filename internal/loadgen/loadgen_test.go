@@ -4,9 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +64,72 @@ func TestBench(t *testing.T) {
 	var rawEntries int
 	if err := srv.Pool.QueryRow(ctx, `SELECT count(*) FROM ledger_entries WHERE strategy = 'raw-sql'`).Scan(&rawEntries); err != nil || rawEntries == 0 {
 		t.Fatalf("%d raw-sql entries (%v): the baseline's withdrawals must be in the ledger", rawEntries, err)
+	}
+}
+
+// TestBenchComparesMetricsOnAndOff: with MetricsOff, every bankd run is
+// made twice, on the nodes with metrics and on those without, in an order
+// that alternates; only the former are scraped, and only during their runs;
+// each run with metrics carries its ratio to the one without.
+func TestBenchComparesMetricsOnAndOff(t *testing.T) {
+	t.Parallel()
+	srv := bankdtest.Start(t, nil)
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two doors to one bankd, each counting the scrapes it gets.
+	front := func(scrapes *atomic.Int64) string {
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/metrics" {
+				scrapes.Add(1)
+				return
+			}
+			proxy.ServeHTTP(w, r)
+		}))
+		t.Cleanup(s.Close)
+		return s.URL
+	}
+	var onScrapes, offScrapes atomic.Int64
+	var scrapedBy []int64 // the scrapes of the nodes with metrics by the end of each run
+	cfg := Config{Scenarios: []string{"hot"}, Clients: []int{1, 2}, Strategies: []string{"row"}, Baseline: true,
+		Duration: 300 * time.Millisecond, Warmup: 50 * time.Millisecond, Pool: srv.Pool,
+		Nodes: []string{front(&onScrapes)}, MetricsOff: []string{front(&offScrapes)}, Scrape: 20 * time.Millisecond,
+		Done: func(Run) { scrapedBy = append(scrapedBy, onScrapes.Load()) }}
+	res, err := Bench(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range res.Runs {
+		got = append(got, r.Target)
+		if r.OK < 1 || r.Errors != nil {
+			t.Errorf("run %+v: want successes and no errors", r)
+		}
+	}
+	want := []string{TargetRawSQL, "row/metrics-off", "row", TargetRawSQL, "row", "row/metrics-off"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("targets %v; want %v", got, want)
+	}
+	for i, r := range res.Runs {
+		before := int64(0)
+		if i > 0 {
+			before = scrapedBy[i-1]
+		}
+		if scraped := scrapedBy[i] > before; scraped != (r.Target == "row") {
+			t.Errorf("run %d (%s): scraped %d times; want scrapes during the runs with metrics only", i, r.Target, scrapedBy[i]-before)
+		}
+		off := res.Runs[slices.IndexFunc(res.Runs, func(o Run) bool { return o.Clients == r.Clients && o.Target == "row/metrics-off" })]
+		if r.Target == "row" && r.VsMetricsOff != r.Throughput/off.Throughput {
+			t.Errorf("run %+v: ratio to metrics off %v, want %v", r, r.VsMetricsOff, r.Throughput/off.Throughput)
+		}
+		if r.Target != "row" && r.VsMetricsOff != 0 {
+			t.Errorf("run %+v carries a ratio to metrics off", r)
+		}
+	}
+	if offScrapes.Load() != 0 {
+		t.Fatalf("the nodes without metrics were scraped %d times", offScrapes.Load())
 	}
 }
 
