@@ -84,7 +84,12 @@ up)
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o build/bankd ./cmd/bankd
 	docker build -q -f Dockerfile.offline -t "$BANKD_IMAGE" . >/dev/null
 	log "starting monitor, pg1, pg2, node-a, node-b"
-	compose up -d --no-build
+	if ! compose up -d --no-build; then
+		compose ps || true
+		docker ps -a --filter "name=$COMPOSE_PROJECT_NAME-" --format '{{.ID}} {{.Names}} {{.Status}}' || true
+		compose logs --tail 40 || true
+		exit 1
+	fi
 	wait_formation 120
 	wait_ready 120 http://127.0.0.1:8091 http://127.0.0.1:8092
 	state
