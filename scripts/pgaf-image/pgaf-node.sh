@@ -53,8 +53,8 @@ host=$(hostname)
 cfg="$XDG_CONFIG_HOME/pg_autoctl$PGDATA/pg_autoctl.cfg"
 
 # pgautofailover.* are all reloadable (PGC_SIGHUP). Defaults are 5 s period,
-# 5 s timeout, 2 retries 2 s apart, unhealthy after 20 s, demote timeout 30 s:
-# about 50 s from a dead primary to a promoted standby.
+# 5 s timeout, 2 retries 2 s apart, unhealthy after 20 s, demote timeout 30 s
+# (51 s from a dead primary to a promoted standby in issue 15's trial).
 : "${PGAF_MONITOR_GUCS:=pgautofailover.health_check_period=1000 pgautofailover.health_check_timeout=1000 pgautofailover.health_check_max_retries=1 pgautofailover.health_check_retry_delay=500 pgautofailover.node_considered_unhealthy_timeout=2000 pgautofailover.primary_demote_timeout=5000}"
 
 # tune_monitor waits for the monitor's database, then sets the GUCs and
