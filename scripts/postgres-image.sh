@@ -19,6 +19,8 @@
 #                    APT sources at run time)
 #   TMPDIR           where the temporary rootfs is built (default: /var/tmp);
 #                    must not be mounted noexec/nodev
+#   EXTRA_PACKAGES   more Debian packages to install, space-separated (e.g.
+#                    pg_auto_failover's, for scripts/pgaf-image.sh)
 #
 # Needs root, a Docker daemon and a Debian-family host with apt-get (to
 # install debootstrap if it is missing).
@@ -184,10 +186,12 @@ if [ -z "${http_proxy:-}" ] && command -v apt-config >/dev/null; then
 	fi
 fi
 
-log "debootstrap $SUITE (minbase + postgresql-$PG_MAJOR) from $mirror into $rootfs"
+include="postgresql-$PG_MAJOR"
+for p in ${EXTRA_PACKAGES:-}; do include="$include,$p"; done
+log "debootstrap $SUITE (minbase + $include) from $mirror into $rootfs"
 # Two stages, so that a policy-rc.d can be put in place before any package's
 # maintainer scripts run: nothing may start a server inside the chroot.
-debootstrap --foreign --variant=minbase --include="postgresql-$PG_MAJOR" \
+debootstrap --foreign --variant=minbase --include="$include" \
 	"$SUITE" "$rootfs" "$mirror"
 printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
 chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
