@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -68,6 +69,7 @@ type Live struct {
 	closing chan struct{}
 	done    chan struct{}
 	once    sync.Once
+	polls   atomic.Int64 // reads of the table done: tests wait for the hub by it
 }
 
 type subscriber struct {
@@ -171,6 +173,7 @@ func (l *Live) poll() {
 		if err := l.readNew(ctx); err != nil && ctx.Err() == nil {
 			l.log.Warn("live: reading events", "err", err)
 		}
+		l.polls.Add(1)
 		if time.Now().After(nextPrune) {
 			nextPrune = time.Now().Add(time.Minute)
 			if _, err := l.pool.Exec(ctx, sqlPruneEvents, l.opts.Retention.Milliseconds()); err != nil && ctx.Err() == nil {
