@@ -257,4 +257,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
