@@ -197,14 +197,17 @@ func TestPageInBrowser(t *testing.T) {
 	})
 
 	dir := artifacts(t)
-	shot := func(name string) {
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	// The whole page, and what a visitor sees first (the README's pictures).
+	shot := func(name string, a chromedp.Action[[]byte]) {
+		png, err := chromedp.Run(ctx, a)
 		must(t, err)
 		must(t, os.WriteFile(filepath.Join(dir, name), png, 0o644))
 	}
-	shot("live-desktop.png")
+	shot("live-desktop-full.png", chromedp.FullScreenshot(100))
+	must(t, chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`)))
+	shot("live-desktop.png", chromedp.CaptureScreenshot())
 	// A phone, with reduced motion asked for.
-	must(t, chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),
+	must(t, chromedp.Do(ctx, chromedp.EmulateViewport(390, 844),
 		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
 				Features: []*emulation.MediaFeature{{Name: "prefers-reduced-motion", Value: "reduce"}}})
@@ -215,7 +218,13 @@ func TestPageInBrowser(t *testing.T) {
 	if w := evalJS[int](ctx, t, `document.documentElement.scrollWidth`); w > 390 {
 		t.Errorf("at phone width the page is %d px wide: it scrolls sideways", w)
 	}
-	shot("live-phone.png")
+	shot("live-phone-full.png", chromedp.FullScreenshot(100))
+	must(t, chromedp.Do(ctx, chromedp.Click("#btn-pause-fenced")))
+	if v := storyVerdict(ctx, t, "with the fence"); v != "FENCED" {
+		t.Errorf("at phone width, paused holder with the fence: verdict %q, want FENCED", v)
+	}
+	must(t, chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector("#stories").scrollIntoView()`)))
+	shot("live-phone.png", chromedp.CaptureScreenshot())
 	t.Logf("screenshots in %s", dir)
 
 	blog.check(t)

@@ -227,7 +227,7 @@
         end = Math.max(end, performance.now(), ...bars.map((x) => x.to));
         for (const { b, from, to } of bars) {
           b.style.left = (100 * (from - t0)) / (end - t0) + "%";
-          b.style.width = Math.max(2, (100 * (to - from)) / (end - t0)) + "%";
+          b.style.width = Math.max(7, (100 * (to - from)) / (end - t0)) + "%";
         }
       },
       verdict(word, tone, arithmetic) {
