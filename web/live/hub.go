@@ -84,7 +84,7 @@ func New(pool *pgxpool.Pool, opts Options) *Live {
 		opts.MaxStreams = 32
 	}
 	if opts.Buffer <= 0 {
-		opts.Buffer = 256
+		opts.Buffer = 1024
 	}
 	if opts.Poll <= 0 {
 		opts.Poll = 200 * time.Millisecond
@@ -145,10 +145,22 @@ WHERE id > $1 AND id <= $2
 ORDER BY id
 LIMIT $3`
 
-// Prunes what outlived the retention, a bounded number of rows at a time.
+// Prunes what outlived the retention, pruneBatch rows at a time, skipping
+// rows another node's pruner has locked, so that pruners never wait for
+// each other.
 const sqlPruneEvents = `
 DELETE FROM live_events
-WHERE id = ANY (ARRAY(SELECT id FROM live_events WHERE at < now() - $1 * interval '1 millisecond' ORDER BY id LIMIT 10000))`
+WHERE id = ANY (ARRAY(SELECT id FROM live_events WHERE at < now() - $1 * interval '1 millisecond'
+                      ORDER BY id LIMIT 10000 FOR UPDATE SKIP LOCKED))`
+
+// Pruning runs every pruneEvery, in batches of pruneBatch rows until a batch
+// comes back short, at most pruneBatches of them: up to a million rows a
+// run per node, far beyond what the poller can read.
+const (
+	pruneEvery   = 10 * time.Second
+	pruneBatch   = 10000
+	pruneBatches = 100
+)
 
 func (l *Live) poll() {
 	defer close(l.done)
@@ -175,10 +187,25 @@ func (l *Live) poll() {
 		}
 		l.polls.Add(1)
 		if time.Now().After(nextPrune) {
-			nextPrune = time.Now().Add(time.Minute)
-			if _, err := l.pool.Exec(ctx, sqlPruneEvents, l.opts.Retention.Milliseconds()); err != nil && ctx.Err() == nil {
+			nextPrune = time.Now().Add(pruneEvery)
+			l.prune(ctx)
+		}
+	}
+}
+
+// prune deletes the events older than the retention (invariant 12: nothing
+// grows forever).
+func (l *Live) prune(ctx context.Context) {
+	for range pruneBatches {
+		tag, err := l.pool.Exec(ctx, sqlPruneEvents, l.opts.Retention.Milliseconds())
+		if err != nil {
+			if ctx.Err() == nil {
 				l.log.Warn("live: pruning events", "err", err)
 			}
+			return
+		}
+		if tag.RowsAffected() < pruneBatch {
+			return
 		}
 	}
 }

@@ -97,3 +97,33 @@ func TestWaitsForAMissingID(t *testing.T) {
 		}
 	}
 }
+
+// TestPrunesOldEvents: the hub deletes events older than the retention, in
+// batches, and keeps the newer ones (invariant 12: nothing grows forever).
+func TestPrunesOldEvents(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO live_events (kind, at) SELECT 'old', now() - interval '2 hours' FROM generate_series(1, 25000)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO live_events (kind) SELECT 'new' FROM generate_series(1, 10)`); err != nil {
+		t.Fatal(err)
+	}
+	l := New(pool, Options{Retention: time.Hour, Poll: 10 * time.Millisecond})
+	if err := l.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	count := func(kind string) int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM live_events WHERE kind = $1`, kind).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	wait.Until(t, 20*time.Second, "the 25000 old events pruned", func() bool { return count("old") == 0 })
+	if n := count("new"); n != 10 {
+		t.Fatalf("%d of the 10 new events left after pruning", n)
+	}
+}
