@@ -270,7 +270,7 @@
     const name = nodeNames[i % nodeNames.length];
     return name === actor ? actor : actor + " via " + name;
   };
-  const outcome = (r) => (r.status === 201 ? "201 LANDED" : r.status === 0 ? "no answer" : r.status + " REFUSED " + r.code);
+  const outcome = (r) => (r.status === 201 ? "201 LANDED" : r.status === 0 ? "no answer (down, or this page's origin is not in its --live-origins)" : r.status + " REFUSED " + r.code);
 
   // The race: two clients at the same instant, each withdrawing the whole
   // balance of a fresh account, per strategy, on node-a and node-b.
@@ -306,6 +306,10 @@
       for (const [actor, r] of [["a", ra], ["b", rb]]) {
         const tok = r.data && r.data.fence_token ? " · token " + r.data.fence_token : "";
         story.write(actor, "withdraw " + fmt(balance) + tok + " → " + outcome(r), r.status === 201 ? "landed" : "refused");
+      }
+      if (ra.status === 0 || rb.status === 0) {
+        story.verdict("NOT PLAYED", "off", "a node did not answer: is it up, and is this page's origin in its --live-origins?");
+        return;
       }
       const f = await facts(A(), id);
       let verdict = "SAFE";
