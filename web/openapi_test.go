@@ -33,7 +33,10 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 	// The handlers are only built, never called: no dependencies needed.
 	h := web.NewServer(slog.New(slog.DiscardHandler), "node-t", nil, nil, nil, nil, nil)
 	err = chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
-		inChi = append(inChi, method+" "+strings.TrimSuffix(route, "/"))
+		if route != "/" { // the live page's root is "/" in both
+			route = strings.TrimSuffix(route, "/")
+		}
+		inChi = append(inChi, method+" "+route)
 		return nil
 	})
 	if err != nil {

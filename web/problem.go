@@ -69,6 +69,9 @@ var problemTypes = map[string]struct {
 	codeDatabaseUnavailable:           {http.StatusServiceUnavailable, "Database unavailable"},
 	codeInternal:                      {http.StatusInternalServerError, "Internal error"},
 	codeOutcomeUnknown:                {http.StatusServiceUnavailable, "Outcome unknown"},
+	codeLiveOff:                       {http.StatusNotFound, "Live page off"},
+	codeTooManyStreams:                {http.StatusServiceUnavailable, "Too many event streams"},
+	codeBadLastEventID:                {http.StatusBadRequest, "Invalid Last-Event-ID"},
 }
 
 // problem is an RFC 9457 problem detail with lockbank's stable code.

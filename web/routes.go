@@ -12,12 +12,14 @@ import (
 
 // addRoutes is the whole API surface of bankd; openapi.yaml describes each
 // route (a test checks that the two list the same ones).
-func addRoutes(r chi.Router, node string, accounts *account.Service, locks *lockmgr.Manager, keys *apikey.Set, ready func(context.Context) error) {
+func addRoutes(r chi.Router, node string, accounts *account.Service, locks *lockmgr.Manager, keys *apikey.Set, ready func(context.Context) error, o options) {
 	// Open always, so that load balancers and container health checks need
 	// no key, and a client can read the contract before it has one.
 	r.Get("/healthz", handleHealthz(node))
 	r.Get("/readyz", handleReadyz(ready))
 	r.Get("/openapi.yaml", handleOpenAPI())
+	// The live page and its data (live.go), open like the above.
+	addLiveRoutes(r, o, keys != nil)
 
 	r.Route("/v1", func(r chi.Router) {
 		if keys != nil {

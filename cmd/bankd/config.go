@@ -32,6 +32,7 @@ type config struct {
 	metricsAddr     string
 	metrics         bool
 	apiKeysFile     string
+	liveOrigins     string
 	// What is pruned, and when (invariant 12): idempotency records older
 	// than idempotencyRetention, lease history older than leaseRetention,
 	// every pruneInterval.
@@ -124,6 +125,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection stays open")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long in-flight requests may finish at shutdown")
 	fs.StringVar(&c.apiKeysFile, "api-keys-file", env("BANKD_API_KEYS_FILE", ""), "file of API keys (name role sha256:hex per line; see bankd apikey new); every /v1 request then needs one; empty: no keys [BANKD_API_KEYS_FILE]")
+	fs.StringVar(&c.liveOrigins, "live-origins", env("BANKD_LIVE_ORIGINS", ""), "comma-separated origins (http://host:port) of other nodes' live pages that may drive this node's API from a browser (CORS) [BANKD_LIVE_ORIGINS]")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", env("BANKD_METRICS_ADDR", ""), "serve /metrics on this address instead of --addr [BANKD_METRICS_ADDR]")
 	metrics := true
 	if getenv("BANKD_METRICS") != "" {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -23,6 +24,7 @@ import (
 	"github.com/lockbank/lockbank/lockmgr"
 	"github.com/lockbank/lockbank/migrations"
 	"github.com/lockbank/lockbank/web"
+	"github.com/lockbank/lockbank/web/live"
 )
 
 // run is bankd: everything main does, with its world passed in, so tests
@@ -90,11 +92,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.unsafeDemo {
 		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
 	}
+	// The live page's hub reads the timeline every node writes (package live).
+	liveHub := live.New(pool, live.Options{UnsafeDemo: cfg.unsafeDemo, LeaseTTL: cfg.leaseTTL, Logger: logger})
+	if err := liveHub.Start(ctx); err != nil {
+		return err
+	}
+	defer liveHub.Close()
 	var httpMetrics *web.Metrics // nil: not counted (--metrics=false)
 	if cfg.metrics {
 		httpMetrics = web.NewMetrics()
 	}
-	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, pool.Ping, httpMetrics)
+	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, pool.Ping, httpMetrics,
+		web.WithLive(liveHub, splitList(cfg.liveOrigins)))
 	if cfg.metrics {
 		registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))
 		if cfg.metricsAddr == "" {
@@ -115,6 +124,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:       cfg.idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	// Shutdown waits for connections to go idle, which a live event stream
+	// never does: end the streams as it begins.
+	srv.RegisterOnShutdown(liveHub.Close)
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -333,4 +345,15 @@ func healthcheck(ctx context.Context, addr string) error {
 		return fmt.Errorf("healthcheck: /readyz answered %s", resp.Status)
 	}
 	return nil
+}
+
+// splitList is a comma-separated flag's values, blanks dropped.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
