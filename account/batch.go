@@ -116,6 +116,9 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 	}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
+	if s.txTimeouts.set() {
+		b.Queue(sqlSetTxTimeouts, s.txTimeouts.args()...)
+	}
 	if lease == nil {
 		b.Queue(sqlLockAccount, id)
 	} else {
@@ -128,6 +131,9 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 	plan := &batchPlan{lease: lease}
 	var stored map[string]*storedResult
 	_, err := br.Exec()
+	if err == nil && s.txTimeouts.set() {
+		_, err = br.Exec()
+	}
 	if err == nil {
 		err = br.QueryRow().Scan(&plan.balance)
 	}

@@ -82,6 +82,15 @@ LEFT JOIN (
 WHERE a.id = ANY($1) AND a.balance <> a.opening_balance + coalesce(l.delta, 0)
 ORDER BY a.id`
 
+// Bounds this transaction's lock waits and idle time (Options.TxTimeouts):
+// set_config(…, true) is SET LOCAL, ended by COMMIT or ROLLBACK, so nothing
+// is left on a server connection a pooler hands to someone else next. A NULL
+// keeps the session's value. No lock.
+const sqlSetTxTimeouts = `
+SELECT set_config('lock_timeout', coalesce($1::text, current_setting('lock_timeout')), true),
+       set_config('idle_in_transaction_session_timeout',
+                  coalesce($2::text, current_setting('idle_in_transaction_session_timeout')), true)`
+
 // FOR UPDATE takes the account's row lock: the pessimistic lock of the row
 // strategy. Every other writer of this account queues here until we commit,
 // so the balance we read stays true until we write.

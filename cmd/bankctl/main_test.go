@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lockbank/lockbank/internal/loadgen"
+	"github.com/lockbank/lockbank/internal/pgbouncer"
 	"github.com/lockbank/lockbank/internal/pglocal"
 )
 
@@ -151,6 +152,27 @@ func TestCheckUnderFaults(t *testing.T) {
 	}
 	if res["retried_writes"].(float64) < 1 {
 		t.Fatalf("check: no write was retried with its Idempotency-Key under four kinds of fault: %v", res)
+	}
+}
+
+// TestCheckThroughPgBouncer: the bank test with the nodes behind a private
+// PgBouncer in transaction mode (--pgbouncer: --pooler, exec mode, LISTEN
+// and migrations on the direct connection) gives a valid history under
+// every fault, the pause's late write refused by the fence.
+func TestCheckThroughPgBouncer(t *testing.T) {
+	t.Parallel()
+	if _, err := pgbouncer.Binary(); err != nil {
+		t.Skipf("no PgBouncer to run behind: %v", err)
+	}
+	res, _, err := bankctl(t, "check", "--pgbouncer", "--duration", "10s", "--fault-every", "2s", "--clients", "12")
+	if err != nil {
+		t.Fatalf("check through PgBouncer: %v: %v", err, res["violations"])
+	}
+	if res["valid"] != true || res["operations"].(float64) < 200 {
+		t.Fatalf("check through PgBouncer: %v; want a valid history of at least 200 operations", res)
+	}
+	if probes := res["pause_probes"].(float64); probes < 1 || res["pause_probes_fenced"].(float64) != probes {
+		t.Fatalf("check through PgBouncer: %v pauses inside a lease, %v late writes refused; want every one refused", probes, res["pause_probes_fenced"])
 	}
 }
 

@@ -37,6 +37,7 @@ Common flags:
                    cluster (private PostgreSQL + node-a + node-b, demo mode) and stop it after
   --docker NAME    with --targets: node-a's container, frozen with docker pause / killed with docker kill
   --lease-ttl D    own cluster: the nodes' lease TTL (default 2s)
+  --pgbouncer      own cluster: the nodes reach PostgreSQL through a private PgBouncer (transaction mode)
   --json           one JSON object per line (events, then the result) instead of text
 
 Exit codes: 0 the scenario showed what it promises; 1 a safe strategy was not safe, or a
@@ -69,6 +70,7 @@ type commonFlags struct {
 	docker   string
 	leaseTTL time.Duration
 	json     bool
+	bouncer  bool
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -76,6 +78,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.docker, "docker", "", "node-a's container name (docker pause / kill) with --targets")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", 2*time.Second, "own cluster: lease TTL of the nodes")
 	fs.BoolVar(&c.json, "json", false, "JSON Lines output")
+	fs.BoolVar(&c.bouncer, "pgbouncer", false, "own cluster: the nodes reach PostgreSQL through a private PgBouncer in transaction mode (needs the pgbouncer binary)")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -110,6 +113,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
+	if common.targets != "" && common.bouncer {
+		return usageError("--pgbouncer is for the own cluster, not --targets")
+	}
 	if common.targets == "" && common.docker != "" {
 		return usageError("--docker goes with --targets")
 	}
@@ -135,7 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // openCluster starts an own cluster, or names the --targets.
 func openCluster(ctx context.Context, f commonFlags, tl *timeline) (*cluster.Cluster, error) {
 	if f.targets == "" {
-		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note})
+		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, PgBouncer: f.bouncer, Notef: tl.note})
 	}
 	var targets []string
 	for _, u := range strings.Split(f.targets, ",") {

@@ -15,6 +15,8 @@ import (
 type config struct {
 	addr            string
 	databaseURL     string
+	listenURL       string
+	pooler          bool
 	dataDir         string
 	unsafeDemo      bool
 	nodeName        string
@@ -77,6 +79,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var err error
 	fs.StringVar(&c.addr, "addr", env("BANKD_ADDR", "127.0.0.1:8080"), "listen address [BANKD_ADDR]")
 	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts a private server [DATABASE_URL]")
+	fs.StringVar(&c.listenURL, "listen-database-url", env("BANKD_LISTEN_DATABASE_URL", ""), "direct PostgreSQL URL (never through a pooler) for LISTEN, lock waiters' registration and migrations; empty: --database-url, or none with --pooler; none: no direct connection, waiters wake when the lease they wait for runs out [BANKD_LISTEN_DATABASE_URL]")
+	pooler, err := envBool(getenv, "BANKD_POOLER")
+	if err != nil {
+		return c, nil, err
+	}
+	fs.BoolVar(&c.pooler, "pooler", pooler, "--database-url goes through a pooler in transaction mode (PgBouncer): no settings at connect (lock_timeout and idle_in_transaction_session_timeout are set in each transaction bankd opens), no server-side prepared statements unless the URL's default_query_exec_mode says otherwise, no LISTEN through it [BANKD_POOLER]")
 	fs.StringVar(&c.dataDir, "data-dir", env("BANKD_DATA_DIR", ".lockbank/pgdata"), "data directory of the private PostgreSQL [BANKD_DATA_DIR]")
 	unsafeDemo, err := envBool(getenv, "BANKD_UNSAFE_DEMO")
 	if err != nil {

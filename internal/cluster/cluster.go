@@ -22,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockbank/lockbank/internal/pgbouncer"
 	"github.com/lockbank/lockbank/internal/pglocal"
 )
 
@@ -40,6 +41,11 @@ type Cluster struct {
 type Options struct {
 	Nodes    int           // 1 to 3: node-a, node-b, node-c
 	LeaseTTL time.Duration // the nodes' lease TTL, also their row-lock TTL
+	// PgBouncer puts a private PgBouncer in transaction mode between the
+	// nodes and PostgreSQL (package internal/pgbouncer): the nodes run with
+	// --pooler and LISTEN on a direct connection (--listen-database-url).
+	// DatabaseURL stays the direct one.
+	PgBouncer bool
 	// Notef, if set, hears what is being started.
 	Notef func(format string, args ...any)
 }
@@ -88,6 +94,21 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	demo := []string{"--unsafe-demo", "--lease-ttl", o.LeaseTTL.String(), "--lease-wait", wait,
 		// The row lock's lease is as long as the lease's, and a waiter waits it out.
 		"--row-lock-ttl", o.LeaseTTL.String(), "--lock-timeout", wait}
+	nodesURL := c.databaseURL
+	if o.PgBouncer {
+		// Fewer server connections than the nodes' pools hold clients, so
+		// that transactions really do move between them.
+		b, err := pgbouncer.Start(ctx, pgbouncer.Options{Backend: c.databaseURL, PoolSize: 20})
+		if err != nil {
+			return nil, err
+		}
+		c.cleanup = append(c.cleanup, b.Stop)
+		if o.Notef != nil {
+			o.Notef("PgBouncer in transaction mode on 127.0.0.1:%d in front of it; the nodes LISTEN on the direct connection", b.Port())
+		}
+		nodesURL = b.URL("lockbank")
+		demo = append(demo, "--pooler", "--listen-database-url", c.databaseURL)
+	}
 	// The nodes start side by side; the migrations' advisory lock lets one
 	// of them apply each.
 	nodes, errs := make([]*Node, len(names)), make([]error, len(names))
@@ -101,7 +122,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 		c.cleanup = append(c.cleanup, func() { log.Close() })
 		wg.Go(func() {
-			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: demo, Log: log})
+			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: nodesURL, Args: demo, Log: log})
 		})
 	}
 	wg.Wait()
