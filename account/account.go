@@ -70,6 +70,10 @@ type Options struct {
 	// LeaseTTL is the lifetime of the lease a lease withdrawal takes
 	// (default 5 s); LeaseWait how long it may wait for it (default 5 s).
 	LeaseTTL, LeaseWait time.Duration
+	// AutoTTL, when set, gives the lease strategies' leases a TTL learned
+	// from their recent critical sections instead of LeaseTTL, and keeps
+	// each lease alive (lockmgr.KeepAlive) while its work lasts.
+	AutoTTL *lockmgr.AutoTTL
 	// TxTimeouts, when set, are made transaction-local (SET LOCAL) in every
 	// transaction the Service opens, for a pool behind a pooler in
 	// transaction mode (PgBouncer), where a session setting given at
@@ -113,6 +117,7 @@ type Service struct {
 	leaseTTL   time.Duration
 	leaseWait  time.Duration
 	txTimeouts TxTimeouts
+	autoTTL    *lockmgr.AutoTTL
 	combine    combiner
 	metrics    *Metrics
 }
@@ -120,7 +125,7 @@ type Service struct {
 // NewService returns a Service on pool, whose database must be migrated.
 func NewService(pool *pgxpool.Pool, opts Options) *Service {
 	s := &Service{pool: pool, unsafeDemo: opts.UnsafeDemo, locks: opts.Locks, node: opts.Node,
-		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, txTimeouts: opts.TxTimeouts, combine: combiner{queues: map[queueKey][]*pending{}},
+		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, txTimeouts: opts.TxTimeouts, autoTTL: opts.AutoTTL, combine: combiner{queues: map[queueKey][]*pending{}},
 		metrics: newMetrics()}
 	if s.leaseTTL == 0 {
 		s.leaseTTL = 5 * time.Second

@@ -50,12 +50,13 @@ func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcom
 	if err != nil {
 		return err
 	}
-	defer s.releaseLease(ctx, lease)
+	held := s.holdLease(ctx, lease)
+	defer held.release()
 	for attempt := 0; ; attempt++ {
 		clear(outs)
 		err := s.runBatch(ctx, batch, outs, lease)
 		if errors.Is(err, errBalanceMoved) || pgerr.Conflict(err) || uniqueViolation(err) {
-			if time.Now().Before(lease.Deadline()) && attempt < 100 {
+			if time.Now().Before(held.deadline()) && attempt < 100 {
 				continue
 			}
 			return errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", id)
@@ -76,7 +77,7 @@ func (s *Service) takeLease(ctx context.Context, id int64, waitUntil time.Time) 
 		return nil, notFound(id)
 	}
 	waitCtx, cancel := context.WithDeadline(ctx, waitUntil)
-	lease, err := s.locks.Acquire(waitCtx, LeaseResource(id), s.node, s.leaseTTL)
+	lease, err := s.locks.Acquire(waitCtx, LeaseResource(id), s.node, s.LeaseTTL())
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
@@ -87,6 +88,66 @@ func (s *Service) takeLease(ctx context.Context, id int64, waitUntil time.Time) 
 		return nil, wrap(KindWithdrawal, fmt.Errorf("lease: %w", err))
 	}
 	return lease, nil
+}
+
+// LeaseTTL is the TTL the lease strategies give their next lease: learned
+// (Options.AutoTTL) or fixed (Options.LeaseTTL).
+func (s *Service) LeaseTTL() time.Duration {
+	if s.autoTTL != nil {
+		return s.autoTTL.TTL()
+	}
+	return s.leaseTTL
+}
+
+// AutoTTL is the learner of the lease TTL, nil when it is fixed.
+func (s *Service) AutoTTL() *lockmgr.AutoTTL {
+	if s == nil {
+		return nil
+	}
+	return s.autoTTL
+}
+
+// heldLease is a lease while its critical section runs: with a learned TTL
+// it is kept alive, since the TTL fits past work, not necessarily this one,
+// and the section's length is learned at its release.
+type heldLease struct {
+	s     *Service
+	ctx   context.Context
+	lease *lockmgr.Lease
+	keep  *lockmgr.KeepAlive // nil with a fixed TTL
+	start time.Time
+}
+
+func (s *Service) holdLease(ctx context.Context, lease *lockmgr.Lease) *heldLease {
+	h := &heldLease{s: s, ctx: ctx, lease: lease, start: time.Now()}
+	if s.autoTTL != nil {
+		// Renewals only: the work runs under ctx, not the keepalive's
+		// context, so that a lost lease never cancels a COMMIT (an unknown
+		// outcome); the fence, in the work's transaction, refuses the lease
+		// once it ran out.
+		h.keep = s.locks.KeepAlive(context.WithoutCancel(ctx), lease)
+	}
+	return h
+}
+
+// deadline is the lease's local deadline as last renewed: the lease is not
+// used past it.
+func (h *heldLease) deadline() time.Time {
+	if h.keep != nil {
+		l := h.keep.Lease()
+		return l.Deadline()
+	}
+	return h.lease.Deadline()
+}
+
+// release stops the renewals, learns how long the section took, and gives
+// the lease back.
+func (h *heldLease) release() {
+	if h.keep != nil {
+		h.keep.Stop()
+		h.s.autoTTL.Observe(time.Since(h.start))
+	}
+	h.s.releaseLease(h.ctx, h.lease)
 }
 
 // releaseLease gives the lease back, even when the client went away. After a

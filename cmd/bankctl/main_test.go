@@ -109,6 +109,30 @@ func TestCrash(t *testing.T) {
 	}
 }
 
+// TestCrashWithLearnedTTL: the crash story with nodes that learn their
+// lease TTL (--lease-ttl auto) beside the fixed 2s of TestCrash's cluster,
+// in one run: node-a learns a short TTL from its quick withdrawals, and its
+// death frees the account for node-b much sooner than the fixed TTL does.
+func TestCrashWithLearnedTTL(t *testing.T) {
+	t.Parallel()
+	fixed, _, err := bankctl(t, "crash")
+	if err != nil {
+		t.Fatalf("crash: %v", err)
+	}
+	auto, _, err := bankctl(t, "crash", "--lease-ttl", "auto")
+	if err != nil {
+		t.Fatalf("crash --lease-ttl auto: %v", err)
+	}
+	learned := auto["learned_ttl_ms"].(float64)
+	if learned < 200 || learned > 1000 || fixed["learned_ttl_ms"].(float64) != 0 {
+		t.Fatalf("learned TTL %vms with auto, %vms with the fixed TTL; want 200ms–1s from quick work, and none when fixed", learned, fixed["learned_ttl_ms"])
+	}
+	autoWait, fixedWait := auto["node_b_waited_ms"].(float64), fixed["node_b_waited_ms"].(float64)
+	if auto["verdict"] != "FREED AFTER TTL" || autoWait > learned+1000 || autoWait*2 > fixedWait {
+		t.Fatalf("node-b waited %vms after a holder with a learned TTL of %vms died, %vms after one with the fixed 2s; want well under half", autoWait, learned, fixedWait)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{

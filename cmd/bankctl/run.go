@@ -36,7 +36,7 @@ Common flags:
   --targets URLS   bankd nodes, comma-separated; the first is node-a. Empty: start an own
                    cluster (private PostgreSQL + node-a + node-b, demo mode) and stop it after
   --docker NAME    with --targets: node-a's container, frozen with docker pause / killed with docker kill
-  --lease-ttl D    own cluster: the nodes' lease TTL (default 2s)
+  --lease-ttl D    own cluster: the nodes' lease TTL (default 2s), or auto (learned from their critical sections)
   --pgbouncer      own cluster: the nodes reach PostgreSQL through a private PgBouncer (transaction mode)
   --json           one JSON object per line (events, then the result) instead of text
 
@@ -69,6 +69,7 @@ type commonFlags struct {
 	targets  string
 	docker   string
 	leaseTTL time.Duration
+	autoTTL  bool
 	json     bool
 	bouncer  bool
 }
@@ -76,7 +77,19 @@ type commonFlags struct {
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.targets, "targets", "", "bankd nodes, comma-separated (first = node-a); empty starts an own cluster")
 	fs.StringVar(&c.docker, "docker", "", "node-a's container name (docker pause / kill) with --targets")
-	fs.DurationVar(&c.leaseTTL, "lease-ttl", 2*time.Second, "own cluster: lease TTL of the nodes")
+	c.leaseTTL = 2 * time.Second
+	fs.Func("lease-ttl", "own cluster: lease TTL of the nodes, or auto: learned from their recent critical sections (row-lock TTL and waits stay sized for 2s) (default 2s)", func(v string) error {
+		if v == "auto" {
+			c.autoTTL = true
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return errors.New("want auto or a duration")
+		}
+		c.leaseTTL, c.autoTTL = d, false
+		return nil
+	})
 	fs.BoolVar(&c.json, "json", false, "JSON Lines output")
 	fs.BoolVar(&c.bouncer, "pgbouncer", false, "own cluster: the nodes reach PostgreSQL through a private PgBouncer in transaction mode (needs the pgbouncer binary)")
 }
@@ -141,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // openCluster starts an own cluster, or names the --targets.
 func openCluster(ctx context.Context, f commonFlags, tl *timeline) (*cluster.Cluster, error) {
 	if f.targets == "" {
-		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, PgBouncer: f.bouncer, Notef: tl.note})
+		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, AutoTTL: f.autoTTL, PgBouncer: f.bouncer, Notef: tl.note})
 	}
 	var targets []string
 	for _, u := range strings.Split(f.targets, ",") {

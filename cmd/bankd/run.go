@@ -82,9 +82,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	locks := lockmgr.New(pool, db.lockOptions(logger))
 	defer locks.Close()
+	var autoTTL *lockmgr.AutoTTL
+	if cfg.autoTTL {
+		autoTTL = lockmgr.NewAutoTTL(lockmgr.AutoTTLOptions{Min: cfg.leaseTTLMin, Max: cfg.leaseTTLMax, Initial: cfg.leaseTTL})
+	}
 	accounts := account.NewService(pool, account.Options{
 		UnsafeDemo: cfg.unsafeDemo, Locks: locks, Node: cfg.nodeName, LeaseTTL: cfg.leaseTTL, LeaseWait: cfg.leaseWait,
-		TxTimeouts: db.txTimeouts(cfg),
+		TxTimeouts: db.txTimeouts(cfg), AutoTTL: autoTTL,
 	})
 	stopPruning := startPruner(ctx, cfg, accounts, locks, logger)
 	defer stopPruning() // before the pool closes (defers run last first)
@@ -93,6 +97,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	httpMetrics := web.NewMetrics()
 	registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))
+	if autoTTL != nil {
+		registry.MustRegister(autoTTL.Collector())
+	}
 	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, pool.Ping, httpMetrics)
 	if cfg.metricsAddr == "" {
 		handler = withMetrics(handler, registry)

@@ -41,6 +41,9 @@ type Cluster struct {
 type Options struct {
 	Nodes    int           // 1 to 3: node-a, node-b, node-c
 	LeaseTTL time.Duration // the nodes' lease TTL, also their row-lock TTL
+	// AutoTTL: the nodes learn their lease TTL (--lease-ttl auto, from
+	// 200 ms); LeaseTTL still sizes the row-lock TTL and the waits.
+	AutoTTL bool
 	// PgBouncer puts a private PgBouncer in transaction mode between the
 	// nodes and PostgreSQL (package internal/pgbouncer): the nodes run with
 	// --pooler and LISTEN on a direct connection (--listen-database-url).
@@ -78,7 +81,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	names := NodeNames(o.Nodes)
 	if o.Notef != nil {
-		o.Notef("starting an own cluster: PostgreSQL, %s (demo mode, lease TTL %s)", strings.Join(names, ", "), o.LeaseTTL)
+		ttl := o.LeaseTTL.String()
+		if o.AutoTTL {
+			ttl = "learned (auto)"
+		}
+		o.Notef("starting an own cluster: PostgreSQL, %s (demo mode, lease TTL %s)", strings.Join(names, ", "), ttl)
 	}
 	// Room for three nodes' pools and bench's raw-SQL baseline at 256 clients.
 	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pgdata"), Settings: []string{"max_connections=400"}})
@@ -94,6 +101,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	demo := []string{"--unsafe-demo", "--lease-ttl", o.LeaseTTL.String(), "--lease-wait", wait,
 		// The row lock's lease is as long as the lease's, and a waiter waits it out.
 		"--row-lock-ttl", o.LeaseTTL.String(), "--lock-timeout", wait}
+	if o.AutoTTL {
+		demo[2] = "auto"
+	}
 	nodesURL := c.databaseURL
 	if o.PgBouncer {
 		// Fewer server connections than the nodes' pools hold clients, so
