@@ -118,6 +118,7 @@ type Service struct {
 	leaseWait  time.Duration
 	txTimeouts TxTimeouts
 	autoTTL    *lockmgr.AutoTTL
+	sticky     stickyLeases
 	combine    combiner
 	metrics    *Metrics
 }

@@ -40,23 +40,49 @@ func (s *Service) applyLeased(ctx context.Context, batch []*pending) []outcome {
 	}
 }
 
-// runLeased takes account's lease, waiting until waitUntil at the latest,
-// and applies batch under it, reading again while a writer without the
-// lease moves the balance and the lease lasts. Errors: errLeaseRefused
-// (the fence refused the lease: nothing written), takeLease's, runBatch's.
+// runLeased applies batch under account's lease: a lease this node kept
+// from its last batch, or one granted in the batch's own transaction, or,
+// when another holder has it, one waited for until waitUntil at the latest
+// (sticky.go). It reads again while a writer without the lease moves the
+// balance and the lease lasts. Errors: errLeaseRefused (the fence refused
+// the lease: nothing written), takeLease's, runBatch's.
 func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcome, waitUntil time.Time) error {
 	id := batch[0].change.AccountID
-	lease, err := s.takeLease(ctx, id, waitUntil)
-	if err != nil {
-		return err
-	}
-	held := s.holdLease(ctx, lease)
-	defer held.release()
+	start := time.Now()
+	lt := &leaseTx{lease: s.takeKept(id), ttl: s.LeaseTTL()}
+	// A lease granted outside the batch's transaction (kept or waited for)
+	// is released here unless the batch ended it or kept it.
+	committed := lt.lease
+	defer func() {
+		if committed != nil && !lt.released && lt.lease == committed {
+			s.releaseLease(ctx, committed)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		clear(outs)
-		err := s.runBatch(ctx, batch, outs, lease)
-		if errors.Is(err, errBalanceMoved) || pgerr.Conflict(err) || uniqueViolation(err) {
-			if time.Now().Before(held.deadline()) && attempt < 100 {
+		err := s.runBatch(ctx, batch, outs, lt)
+		var held *lockmgr.HeldError
+		switch {
+		case err == nil:
+			if s.autoTTL != nil {
+				s.autoTTL.Observe(time.Since(start))
+			}
+			if !lt.released && lt.lease != nil {
+				s.keep(id, lt.lease)
+				committed = nil // kept: not released here
+			}
+			return nil
+		case errors.As(err, &held) && committed == nil:
+			// Another holder: wait for the lease as before, then apply the
+			// batch under it.
+			lease, err := s.takeLease(ctx, id, waitUntil)
+			if err != nil {
+				return err
+			}
+			lt.lease, committed = lease, lease
+			continue
+		case errors.Is(err, errBalanceMoved) || pgerr.Conflict(err) || uniqueViolation(err):
+			if attempt < 100 && (lt.lease == nil || time.Now().Before(lt.lease.Deadline())) {
 				continue
 			}
 			return errorf(CodeLockTimeout, "account %d kept changing until the lease ran out; retry shortly", id)
