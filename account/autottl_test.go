@@ -11,13 +11,13 @@ import (
 )
 
 // TestLearnedLeaseTTL: with a TTL learned from the lease strategy's own
-// critical sections, quick work makes the next lease short (100 ms here, not
+// critical sections, quick work makes the next lease short (300 ms here, not
 // the 5 s before anything was learned); a slow section under that short
 // lease is kept alive while it works and is not fenced off; and it lengthens
 // the following leases to fit (700 ms × 2).
 func TestLearnedLeaseTTL(t *testing.T) {
 	t.Parallel()
-	auto := lockmgr.NewAutoTTL(lockmgr.AutoTTLOptions{Min: 100 * time.Millisecond, Max: 10 * time.Second,
+	auto := lockmgr.NewAutoTTL(lockmgr.AutoTTLOptions{Min: 300 * time.Millisecond, Max: 10 * time.Second,
 		Initial: 5 * time.Second, Factor: 2, Window: 16, MinSamples: 8})
 	nodes, b := cluster(t, 1, account.Options{UnsafeDemo: true, AutoTTL: auto, LeaseWait: 30 * time.Second})
 	svc := nodes[0].svc
@@ -31,11 +31,11 @@ func TestLearnedLeaseTTL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := svc.LeaseTTL(); got != 100*time.Millisecond {
-		t.Fatalf("after 8 quick withdrawals: TTL %s, want the minimum 100ms", got)
+	if got := svc.LeaseTTL(); got != 300*time.Millisecond {
+		t.Fatalf("after 8 quick withdrawals: TTL %s, want the minimum 300ms", got)
 	}
 
-	// A slow critical section (a demo hold of 700ms, seven TTLs) under the
+	// A slow critical section (a demo hold of 700ms, over two TTLs) under the
 	// short lease.
 	resource := account.LeaseResource(a.ID)
 	var granted lockmgr.Status
@@ -49,8 +49,8 @@ func TestLearnedLeaseTTL(t *testing.T) {
 		granted = s
 		return err == nil && s.Held && s.Holder == nodes[0].name
 	})
-	if granted.Remaining > 100*time.Millisecond {
-		t.Fatalf("the slow withdrawal's lease has %s left; want a learned lease of at most 100ms", granted.Remaining)
+	if granted.Remaining > 300*time.Millisecond {
+		t.Fatalf("the slow withdrawal's lease has %s left; want a learned lease of at most 300ms", granted.Remaining)
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("a critical section longer than its learned lease was refused: %v; want it kept alive while it works", err)

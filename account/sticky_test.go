@@ -2,10 +2,14 @@ package account
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
 	"github.com/lockbank/lockbank/internal/wait"
@@ -123,5 +127,50 @@ func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 			t.Fatal("node-b's entry has no token")
 		}
 		t.Logf("node-b's withdrawal %d took %s", i, time.Since(start))
+	}
+}
+
+// TestLoneLeaseWithdrawalIsOneRoundTrip: a lease withdrawal alone on an
+// account nobody holds is granted, fenced, applied, released and committed
+// in one pipeline: one round trip and one commit, its entry under the new
+// lease's token, the lease free afterwards.
+func TestLoneLeaseWithdrawalIsOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counter statementCounter
+	cfg.ConnConfig.Tracer = &counter
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	s := NewService(pool, Options{Locks: locks, Node: "node-a"})
+	a, err := s.Create(ctx, "alice", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(70); want >= 40; want -= 30 {
+		trips := counter.n.Load()
+		res, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 30, Strategy: StrategyLease, IdempotencyKey: fmt.Sprint("k", want)})
+		if n := counter.n.Load() - trips; err != nil || n != 1 || res.Entry.Balance != want || res.Entry.FenceToken == nil {
+			t.Fatalf("lone lease withdrawal: %+v %v in %d round trips; want balance %d under a token in 1", res.Entry, err, n, want)
+		}
+		st, err := locks.Get(ctx, LeaseResource(a.ID))
+		if err != nil || st.Held || st.Token != *res.Entry.FenceToken {
+			t.Fatalf("after it: lease %+v (%v); want token %d's lease released", st, err, *res.Entry.FenceToken)
+		}
+	}
+	var e *Error
+	if _, err := s.Withdraw(ctx, Change{AccountID: a.ID + 1, Amount: 1, Strategy: StrategyLease}); !errors.As(err, &e) || e.Code != CodeAccountNotFound {
+		t.Fatalf("missing account: %v; want %s", err, CodeAccountNotFound)
+	}
+	if _, err := locks.Get(ctx, LeaseResource(a.ID+1)); !errors.Is(err, lockmgr.ErrNotFound) {
+		t.Fatalf("a missing account's lease: %v; want none made", err)
 	}
 }
