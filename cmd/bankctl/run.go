@@ -37,6 +37,7 @@ Common flags:
                    cluster (private PostgreSQL + node-a + node-b, demo mode) and stop it after
   --docker NAME    with --targets: node-a's container, frozen with docker pause / killed with docker kill
   --lease-ttl D    own cluster: the nodes' lease TTL (default 2s), or auto (learned from their critical sections)
+  --nodes N        own cluster: how many bankd nodes (up to 3; default: what the command needs)
   --pgbouncer      own cluster: the nodes reach PostgreSQL through a private PgBouncer (transaction mode)
   --json           one JSON object per line (events, then the result) instead of text
 
@@ -91,6 +92,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.BoolVar(&c.json, "json", false, "JSON Lines output")
+	fs.IntVar(&c.nodes, "nodes", c.nodes, "own cluster: how many bankd nodes (1 to 3; the scenarios use the first ones)")
 	fs.BoolVar(&c.bouncer, "pgbouncer", false, "own cluster: the nodes reach PostgreSQL through a private PgBouncer in transaction mode (needs the pgbouncer binary)")
 }
 
@@ -125,6 +127,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if least := min(known.nodes, 2); common.nodes < least || common.nodes > 3 {
+		return usageError("--nodes must be from %d to 3 for %s", least, cmd)
 	}
 	if common.targets != "" && common.bouncer {
 		return usageError("--pgbouncer is for the own cluster, not --targets")
