@@ -1,11 +1,10 @@
 package lockmgr_test
 
 import (
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lockbank/lockbank/lockmgr"
 )
@@ -54,11 +53,17 @@ func TestAutoTTL(t *testing.T) {
 		t.Fatalf("after 32 sections of 100ms: TTL %s, want 400ms", got)
 	}
 
-	want := `# HELP lockbank_lease_learned_ttl_seconds The lease TTL learned from recent critical sections (lockmgr.AutoTTL: a high quantile of their durations times a safety factor, clamped), given to the next lease.
-# TYPE lockbank_lease_learned_ttl_seconds gauge
-lockbank_lease_learned_ttl_seconds 0.4
-`
-	if err := testutil.CollectAndCompare(a.Collector(), strings.NewReader(want), "lockbank_lease_learned_ttl_seconds"); err != nil {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	families, err := reg.Gather()
+	if err != nil {
 		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		got[f.GetName()] = f.GetMetric()[0].GetGauge().GetValue()
+	}
+	if got["lockbank_lease_learned_ttl_seconds"] != 0.4 || got["lockbank_lease_learned_ttl_samples"] != 32 {
+		t.Fatalf("collected %v; want the learned TTL 0.4 s from 32 samples", got)
 	}
 }
