@@ -70,6 +70,42 @@ type Options struct {
 	// LeaseTTL is the lifetime of the lease a lease withdrawal takes
 	// (default 5 s); LeaseWait how long it may wait for it (default 5 s).
 	LeaseTTL, LeaseWait time.Duration
+	// AutoTTL, when set, gives the lease strategies' leases a TTL learned
+	// from their recent critical sections instead of LeaseTTL, and keeps
+	// each lease alive (lockmgr.KeepAlive) while its work lasts.
+	AutoTTL *lockmgr.AutoTTL
+	// TxTimeouts, when set, are made transaction-local (SET LOCAL) in every
+	// transaction the Service opens, for a pool behind a pooler in
+	// transaction mode (PgBouncer), where a session setting given at
+	// connect would be refused or land on whichever server connection the
+	// pooler opened. Zero: the session's own settings (bankd gives them at
+	// connect when there is no pooler).
+	TxTimeouts TxTimeouts
+}
+
+// TxTimeouts bound the locks of one transaction (invariant 10).
+type TxTimeouts struct {
+	// Lock is lock_timeout: the longest wait for a row lock.
+	Lock time.Duration
+	// IdleInTransaction is idle_in_transaction_session_timeout: how long
+	// the transaction may sit idle holding its locks before PostgreSQL ends
+	// its session.
+	IdleInTransaction time.Duration
+}
+
+func (t TxTimeouts) set() bool { return t.Lock > 0 || t.IdleInTransaction > 0 }
+
+// args are sqlSetTxTimeouts' parameters: the settings in milliseconds, and
+// the session's own value for a timeout that is not set.
+func (t TxTimeouts) args() []any {
+	ms := func(d time.Duration) *string {
+		if d <= 0 {
+			return nil
+		}
+		v := strconv.FormatInt(d.Milliseconds(), 10)
+		return &v
+	}
+	return []any{ms(t.Lock), ms(t.IdleInTransaction)}
 }
 
 // Service reads and changes accounts in PostgreSQL.
@@ -80,6 +116,9 @@ type Service struct {
 	node       string
 	leaseTTL   time.Duration
 	leaseWait  time.Duration
+	txTimeouts TxTimeouts
+	autoTTL    *lockmgr.AutoTTL
+	sticky     stickyLeases
 	combine    combiner
 	metrics    *Metrics
 }
@@ -87,7 +126,7 @@ type Service struct {
 // NewService returns a Service on pool, whose database must be migrated.
 func NewService(pool *pgxpool.Pool, opts Options) *Service {
 	s := &Service{pool: pool, unsafeDemo: opts.UnsafeDemo, locks: opts.Locks, node: opts.Node,
-		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, combine: combiner{queues: map[queueKey][]*pending{}},
+		leaseTTL: opts.LeaseTTL, leaseWait: opts.LeaseWait, txTimeouts: opts.TxTimeouts, autoTTL: opts.AutoTTL, combine: combiner{queues: map[queueKey][]*pending{}},
 		metrics: newMetrics()}
 	if s.leaseTTL == 0 {
 		s.leaseTTL = 5 * time.Second

@@ -61,8 +61,12 @@ type batchPlan struct {
 	maxToken       int64
 	planned        []plannedEntry
 	refusals       []*pending
-	// lease, for a lease batch: its token goes on every entry.
-	lease *lockmgr.Lease
+	// lease, for a lease batch: its token goes on every entry; release:
+	// the lease ends in this batch's commit (sticky.go).
+	lease    *lockmgr.Lease
+	release  bool
+	locks    *lockmgr.Manager
+	released *lockmgr.InTxRelease
 }
 
 // runBatch applies batch in one transaction of two round trips: BEGIN, the
@@ -75,7 +79,7 @@ type batchPlan struct {
 // lock, the lease's fence is checked in the transaction (errLeaseRefused
 // when it refuses the lease), and the write lands only if the balance is
 // still the one read (else errBalanceMoved).
-func (s *Service) runBatch(ctx context.Context, batch []*pending, outs []outcome, lease *lockmgr.Lease) error {
+func (s *Service) runBatch(ctx context.Context, batch []*pending, outs []outcome, lt *leaseTx) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -83,21 +87,29 @@ func (s *Service) runBatch(ctx context.Context, batch []*pending, outs []outcome
 	// Release destroys a connection left inside a transaction.
 	defer conn.Release()
 
-	plan, err := s.readBatch(ctx, conn, batch, outs, lease)
+	plan, err := s.readBatch(ctx, conn, batch, outs, lt)
 	switch {
 	case err == nil && plan == nil: // no such account: every outcome says so
 		rollback(ctx, conn)
+		lt.rolledBack()
 		return nil
 	case err != nil:
 		rollback(ctx, conn)
+		lt.rolledBack()
 		if sessionLost(err) {
 			return fmt.Errorf("%w: %w", errNotCommitted, err)
 		}
 		return err
 	}
 	err = writeBatch(ctx, conn, batch, plan, outs)
-	if lease != nil && balanceMoved(err) {
+	if err != nil {
+		lt.rolledBack() // or unknown: a lease granted in it is not used again
+	}
+	if lt != nil && balanceMoved(err) {
 		return errBalanceMoved
+	}
+	if err == nil && lt != nil {
+		lt.released = plan.released != nil
 	}
 	return err
 }
@@ -108,7 +120,7 @@ func (s *Service) runBatch(ctx context.Context, batch []*pending, outs []outcome
 // decide every change. A nil plan means there is nothing to write: the
 // account does not exist (every outcome says so). A lease the fence refuses
 // is errLeaseRefused, and no outcome is set.
-func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, outs []outcome, lease *lockmgr.Lease) (*batchPlan, error) {
+func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, outs []outcome, lt *leaseTx) (*batchPlan, error) {
 	id := batch[0].change.AccountID
 	var keys []string
 	for _, p := range batch {
@@ -118,9 +130,23 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 	}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	if lease == nil {
+	if s.txTimeouts.set() {
+		b.Queue(sqlSetTxTimeouts, s.txTimeouts.args()...)
+	}
+	if lt == nil {
 		b.Queue(sqlLockAccount, id)
 	} else {
+		// The lease first: granted here, or the kept one fenced, either
+		// way its row locked until this transaction ends (sticky.go).
+		if lt.lease == nil {
+			g, err := s.locks.QueueGrant(b, LeaseResource(id), s.node, lt.ttl)
+			if err != nil {
+				return nil, err
+			}
+			lt.grant = g
+		} else {
+			lt.fence = s.locks.QueueFence(b, lt.lease)
+		}
 		b.Queue(sqlReadBalance, id)
 	}
 	if len(keys) > 0 {
@@ -128,13 +154,41 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 	}
 	start := time.Now()
 	br := conn.SendBatch(ctx, b)
-	plan := &batchPlan{lease: lease}
-	var stored map[string]*storedResult
+	plan := &batchPlan{locks: s.locks}
+	var (
+		stored   map[string]*storedResult
+		leaseErr error
+		wanted   bool
+		leaseOK  bool
+	)
 	_, err := br.Exec()
+	if err == nil && s.txTimeouts.set() {
+		_, err = br.Exec()
+	}
+	if err == nil && lt != nil {
+		var lerr error
+		if lt.grant != nil {
+			lt.lease, lerr = lt.grant.Read(br)
+		} else {
+			wanted, lerr = lt.fence.Read(br)
+		}
+		var held *lockmgr.HeldError
+		switch {
+		case lerr == nil:
+			leaseOK = true
+		case errors.As(lerr, &held):
+			leaseErr = held // another holder: nothing is read or written under it
+		case lt.fence != nil && isRefusal(fenceRefusal(lerr, lt.lease.Token)):
+			// A stale holder learns nothing and records nothing.
+			leaseErr = fmt.Errorf("%w: %w", errLeaseRefused, lerr)
+		default:
+			err = lerr // the database failed, not the lease
+		}
+	}
 	if err == nil {
 		err = br.QueryRow().Scan(&plan.balance)
 	}
-	if lease == nil {
+	if lt == nil {
 		// Answered once the row is locked (or the wait failed).
 		s.metrics.lockedRow(pathBatch, start)
 	}
@@ -143,6 +197,9 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 	}
 	if closeErr := br.Close(); err == nil {
 		err = closeErr
+	}
+	if leaseErr != nil && err == nil {
+		return nil, leaseErr
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		for i := range outs {
@@ -156,15 +213,12 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 	if err := loadStoredEntries(ctx, conn, stored); err != nil {
 		return nil, err
 	}
-	if lease != nil {
-		if err := s.locks.CheckFence(ctx, conn, lease.Resource, lease.Token); err != nil {
-			if !isRefusal(fenceRefusal(err, lease.Token)) {
-				return nil, err // the database failed, not the lease
-			}
-			// A stale holder learns nothing and records nothing.
-			return nil, fmt.Errorf("%w: %w", errLeaseRefused, err)
-		}
-		plan.maxToken = lease.Token
+	if lt != nil && leaseOK {
+		plan.lease, plan.maxToken = lt.lease, lt.lease.Token
+		// Keep the lease for the next batch only while there is one, nobody
+		// else waits for it, and it has time left; else it ends with this
+		// transaction's commit.
+		plan.release = wanted || !s.moreLeaseWork(id) || time.Until(lt.lease.Deadline()) < lt.lease.TTL/2
 	}
 	fences := map[int64]error{}
 	for _, p := range batch {
@@ -262,6 +316,10 @@ func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, plan 
 		}
 		b.Queue(sqlInsertRefusals, id, keys, hashes, codes, messages)
 	}
+	var release *lockmgr.InTxRelease
+	if plan.lease != nil && plan.release {
+		release = plan.locks.QueueRelease(b, plan.lease)
+	}
 	b.Queue("COMMIT")
 
 	br := conn.SendBatch(ctx, b)
@@ -277,6 +335,9 @@ func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, plan 
 	}
 	if err == nil && len(plan.refusals) > 0 {
 		_, err = br.Exec()
+	}
+	if err == nil && release != nil {
+		err = release.Read(br)
 	}
 	committing := err == nil
 	if err == nil {
@@ -300,6 +361,10 @@ func writeBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pending, plan 
 	}
 	if len(entries) != len(plan.planned) {
 		return fmt.Errorf("%w: account %d: %d ledger entries written, want %d", ErrOutcomeUnknown, id, len(entries), len(plan.planned))
+	}
+	if release != nil {
+		release.Released()
+		plan.released = release
 	}
 	slices.SortFunc(entries, func(a, b Entry) int { return cmp.Compare(a.ID, b.ID) })
 	for j, pe := range plan.planned {

@@ -113,7 +113,8 @@ func (s *Service) withdrawLeasedDemo(ctx context.Context, c Change) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
-	defer s.releaseLease(ctx, lease)
+	held := s.holdLease(ctx, lease)
+	defer held.release()
 
 	resource := lease.Resource
 	fenced := c.Strategy == StrategyLease
@@ -172,7 +173,7 @@ func (s *Service) withdrawLeasedDemo(ctx context.Context, c Change) (Result, err
 		case err == nil:
 			return res, nil
 		case errors.Is(err, errBalanceMoved), pgerr.Conflict(err), uniqueViolation(err):
-			if time.Now().Before(lease.Deadline()) && attempt < 100 {
+			if time.Now().Before(held.deadline()) && attempt < 100 {
 				s.metrics.retried(err)
 				continue
 			}

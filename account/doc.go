@@ -27,12 +27,18 @@
 //	path         round trips                                     commits  locks held
 //	lone         1: the statement                                1        row, from its UPDATE
 //	row batch    2: [BEGIN, FOR UPDATE, keys] [writes, COMMIT]   1        row, from FOR UPDATE
-//	lease batch  6: exists, grant, [BEGIN, read, keys], fence,   3        lease; lease row from the
-//	                [writes, COMMIT], release                             fence; row from the write
+//	lease batch  2: [BEGIN, grant or kept lease's fence, read,   1        lease; lease row from the
+//	                keys] [writes, release if idle, COMMIT]               grant or fence; row from
+//	                (held by another node: exists, wait+grant,            the write
+//	                then the same with the fence; 4, 2 commits)
 //	demo         5: BEGIN, read, UPDATE, entry, COMMIT           1        row, from UPDATE (unsafe)
 //	                                                                      or FOR UPDATE read (row)
 //	lease demo   9: exists, grant, read, BEGIN, fence, UPDATE,   3        lease; lease row from the
 //	                entry, COMMIT, release (8 with no fence)              fence; row from UPDATE
+//
+// A lease batch keeps its lease for the node's next batch of the account
+// while more are queued and no other node waits (sticky.go); else the
+// release rides in its commit.
 //
 // "row" is the account's row lock. "lease" is the account's lease in
 // lockmgr, held from grant to release; "lease row" the fence's FOR SHARE on

@@ -37,6 +37,20 @@ func (p *pauseBefore) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.Tr
 
 func (p *pauseBefore) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// TraceBatchStart pauses before a pipeline that holds a matching statement.
+func (p *pauseBefore) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	for _, q := range d.Batch.QueuedQueries {
+		if strings.Contains(q.SQL, p.match) {
+			p.once.Do(p.during)
+			break
+		}
+	}
+	return ctx
+}
+
+func (p *pauseBefore) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (p *pauseBefore) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
 // guardedPair returns a Service (node-a) whose pool runs tracer, another
 // (node-b) on its own pool, and an account of 1000 opened through node-b.
 func guardedPair(t *testing.T, opts Options, tracer pgx.QueryTracer) (a, b *Service, pool *pgxpool.Pool, id int64) {
@@ -111,7 +125,7 @@ func checkLedgerChain(t *testing.T, pool *pgxpool.Pool, id int64) {
 // computed from the old one.
 func TestLeaseBatchGuardsAgainstRowWriters(t *testing.T) {
 	t.Parallel()
-	tracer := &pauseBefore{match: "FOR SHARE"} // the fence, between the batch's read and its write
+	tracer := &pauseBefore{match: "INSERT INTO ledger_entries"} // the write's pipeline, after the batch's read
 	a, b, pool, id := guardedPair(t, Options{LeaseWait: time.Minute}, tracer)
 	tracer.during = func() {
 		if _, err := b.Deposit(context.Background(), Change{AccountID: id, Amount: 50}); err != nil {

@@ -41,22 +41,69 @@ func (s *Service) applyLeased(ctx context.Context, batch []*pending) []outcome {
 	}
 }
 
-// runLeased takes account's lease, waiting until waitUntil at the latest,
-// and applies batch under it, reading again while a writer without the
-// lease moves the balance and the lease lasts. Errors: errLeaseRefused
-// (the fence refused the lease: nothing written), takeLease's, runBatch's.
+// runLeased applies batch under account's lease: a lease this node kept
+// from its last batch, or one granted in the batch's own transaction, or,
+// when another holder has it, one waited for until waitUntil at the latest
+// (sticky.go). It reads again while a writer without the lease moves the
+// balance and the lease lasts. Errors: errLeaseRefused (the fence refused
+// the lease: nothing written), takeLease's, runBatch's.
 func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcome, waitUntil time.Time) error {
 	id := batch[0].change.AccountID
-	lease, err := s.takeLease(ctx, id, waitUntil)
-	if err != nil {
-		return err
+	start := time.Now()
+	lt := &leaseTx{lease: s.takeKept(id), ttl: s.LeaseTTL()}
+	held := false
+	if lt.lease == nil && len(batch) == 1 && !s.moreLeaseWork(id) {
+		out, done, h := s.applyLoneLeased(ctx, batch[0])
+		if done {
+			outs[0] = out
+			if s.autoTTL != nil && out.err == nil {
+				s.autoTTL.Observe(time.Since(start))
+			}
+			return nil
+		}
+		held = h
 	}
-	defer s.releaseLease(ctx, lease)
+	if held {
+		// Another holder: wait for the lease, then apply under it.
+		lease, err := s.takeLease(ctx, id, waitUntil)
+		if err != nil {
+			return err
+		}
+		lt.lease = lease
+	}
+	// A lease granted outside the batch's transaction (kept or waited for)
+	// is released here unless the batch ended it or kept it.
+	committed := lt.lease
+	defer func() {
+		if committed != nil && !lt.released && lt.lease == committed {
+			s.releaseLease(ctx, committed)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		clear(outs)
-		err := s.runBatch(ctx, batch, outs, lease)
-		if errors.Is(err, errBalanceMoved) || pgerr.Conflict(err) || uniqueViolation(err) {
-			if time.Now().Before(lease.Deadline()) && attempt < 100 {
+		err := s.runBatch(ctx, batch, outs, lt)
+		var held *lockmgr.HeldError
+		switch {
+		case err == nil:
+			if s.autoTTL != nil {
+				s.autoTTL.Observe(time.Since(start))
+			}
+			if !lt.released && lt.lease != nil {
+				s.keep(id, lt.lease)
+				committed = nil // kept: not released here
+			}
+			return nil
+		case errors.As(err, &held) && committed == nil:
+			// Another holder: wait for the lease as before, then apply the
+			// batch under it.
+			lease, err := s.takeLease(ctx, id, waitUntil)
+			if err != nil {
+				return err
+			}
+			lt.lease, committed = lease, lease
+			continue
+		case errors.Is(err, errBalanceMoved) || pgerr.Conflict(err) || uniqueViolation(err):
+			if attempt < 100 && (lt.lease == nil || time.Now().Before(lt.lease.Deadline())) {
 				s.metrics.retried(err)
 				continue
 			}
@@ -78,7 +125,7 @@ func (s *Service) takeLease(ctx context.Context, id int64, waitUntil time.Time) 
 		return nil, notFound(id)
 	}
 	waitCtx, cancel := context.WithDeadline(ctx, waitUntil)
-	lease, err := s.locks.Acquire(waitCtx, LeaseResource(id), s.node, s.leaseTTL)
+	lease, err := s.locks.Acquire(waitCtx, LeaseResource(id), s.node, s.LeaseTTL())
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
@@ -89,6 +136,66 @@ func (s *Service) takeLease(ctx context.Context, id int64, waitUntil time.Time) 
 		return nil, wrap(KindWithdrawal, fmt.Errorf("lease: %w", err))
 	}
 	return lease, nil
+}
+
+// LeaseTTL is the TTL the lease strategies give their next lease: learned
+// (Options.AutoTTL) or fixed (Options.LeaseTTL).
+func (s *Service) LeaseTTL() time.Duration {
+	if s.autoTTL != nil {
+		return s.autoTTL.TTL()
+	}
+	return s.leaseTTL
+}
+
+// AutoTTL is the learner of the lease TTL, nil when it is fixed.
+func (s *Service) AutoTTL() *lockmgr.AutoTTL {
+	if s == nil {
+		return nil
+	}
+	return s.autoTTL
+}
+
+// heldLease is a lease while its critical section runs: with a learned TTL
+// it is kept alive, since the TTL fits past work, not necessarily this one,
+// and the section's length is learned at its release.
+type heldLease struct {
+	s     *Service
+	ctx   context.Context
+	lease *lockmgr.Lease
+	keep  *lockmgr.KeepAlive // nil with a fixed TTL
+	start time.Time
+}
+
+func (s *Service) holdLease(ctx context.Context, lease *lockmgr.Lease) *heldLease {
+	h := &heldLease{s: s, ctx: ctx, lease: lease, start: time.Now()}
+	if s.autoTTL != nil {
+		// Renewals only: the work runs under ctx, not the keepalive's
+		// context, so that a lost lease never cancels a COMMIT (an unknown
+		// outcome); the fence, in the work's transaction, refuses the lease
+		// once it ran out.
+		h.keep = s.locks.KeepAlive(context.WithoutCancel(ctx), lease)
+	}
+	return h
+}
+
+// deadline is the lease's local deadline as last renewed: the lease is not
+// used past it.
+func (h *heldLease) deadline() time.Time {
+	if h.keep != nil {
+		l := h.keep.Lease()
+		return l.Deadline()
+	}
+	return h.lease.Deadline()
+}
+
+// release stops the renewals, learns how long the section took, and gives
+// the lease back.
+func (h *heldLease) release() {
+	if h.keep != nil {
+		h.keep.Stop()
+		h.s.autoTTL.Observe(time.Since(h.start))
+	}
+	h.s.releaseLease(h.ctx, h.lease)
 }
 
 // releaseLease gives the lease back, even when the client went away. After a

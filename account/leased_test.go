@@ -8,117 +8,60 @@ import (
 	"time"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
-	"github.com/lockbank/lockbank/internal/wait"
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
-// TestOwnLeaseRefusedIsRetried: the lease a node takes for its lease
-// withdrawals can be refused by the fence in the batch's own transaction —
-// it ran out while the batch was held up (here behind a lock on
-// idempotency_keys, as a slow statement or a pause would hold it), or
-// another node took over meanwhile. The client sent no fencing token: that
-// refusal is the node's own affair, never the client's. The node takes a
-// fresh lease and applies the withdrawal, or, when --lease-wait is spent,
-// answers lock_timeout; never lease_expired or stale_fencing_token.
+// TestOwnLeaseRefusedIsRetried: a lease this node kept from its last batch
+// (sticky.go) can be refused by the fence in the next batch's transaction:
+// it was released and another node took the account over meanwhile. The
+// client sent no fencing token: that refusal is the node's own affair, never
+// the client's. The node runs the batch again under a fresh lease, granted
+// in its transaction, and applies the withdrawal with a higher token; never
+// lease_expired or stale_fencing_token.
 func TestOwnLeaseRefusedIsRetried(t *testing.T) {
 	t.Parallel()
-	for _, tt := range []struct {
-		name      string
-		leaseWait time.Duration
-		holdUp    time.Duration // at least this long, and until the lease ran out
-		takeover  bool          // another node takes the lease over while the batch is held up
-		wantCode  string        // "" when the withdrawal is applied
-	}{
-		{"ExpiredLeaseRetried", time.Minute, 0, false, ""},
-		{"SupersededLeaseRetried", time.Minute, 0, true, ""},
-		{"LeaseWaitSpent", 300 * time.Millisecond, 600 * time.Millisecond, false, CodeLockTimeout},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			pool := pgtest.New(t)
-			locks := lockmgr.New(pool, lockmgr.Options{})
-			t.Cleanup(locks.Close)
-			s := NewService(pool, Options{Locks: locks, Node: "node-a", LeaseTTL: lockmgr.MinTTL, LeaseWait: tt.leaseWait})
-			a, err := s.Create(ctx, "alice", 1000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resource := LeaseResource(a.ID)
-
-			// Reading the batch's stored outcomes (it has an Idempotency-Key)
-			// comes after the lease's grant and before its fence check.
-			blocker, err := pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = blocker.Rollback(context.Background()) })
-			if _, err := blocker.Exec(ctx, `LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE`); err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			type result struct {
-				res Result
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				res, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 100, Strategy: StrategyLease, IdempotencyKey: "k1"})
-				done <- result{res, err}
-			}()
-			waitForLockWaiter(t, pool)
-			var first int64 // the token of the lease the held-up batch took
-			wait.Until(t, 10*time.Second, "the held-up batch's lease to run out", func() bool {
-				var expired bool
-				err := pool.QueryRow(ctx, `SELECT token, expires_at <= clock_timestamp() FROM leases WHERE resource = $1`, resource).Scan(&first, &expired)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return expired && time.Since(start) >= tt.holdUp
-			})
-			if tt.takeover {
-				l, err := locks.TryAcquire(ctx, resource, "node-b", time.Minute)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := locks.Release(ctx, resource, l.ID); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := blocker.Rollback(ctx); err != nil {
-				t.Fatal(err)
-			}
-			r := <-done
-
-			balance, entries, keys := accountState(t, pool, a.ID)
-			if tt.wantCode != "" {
-				if ErrorCode(r.err) != tt.wantCode {
-					t.Fatalf("Withdraw = %v; want %s", r.err, tt.wantCode)
-				}
-				if balance != 1000 || entries != 0 || keys != 0 {
-					t.Fatalf("after %s: balance %d, %d entries, %d keys; want 1000, 0, 0", tt.wantCode, balance, entries, keys)
-				}
-				return
-			}
-			if r.err != nil {
-				t.Fatalf("Withdraw = %v; want it applied under a fresh lease", r.err)
-			}
-			if tok := r.res.Entry.FenceToken; tok == nil || *tok <= first {
-				t.Fatalf("entry written with token %v; want a fresh lease's, above the refused %d", tok, first)
-			}
-			if balance != 900 || entries != 1 || keys != 1 {
-				t.Fatalf("balance %d, %d entries, %d keys; want 900, 1, 1", balance, entries, keys)
-			}
-			// Each refusal took a fresh lease: the batch's grants, less the
-			// first, are its retries (node-b's takeover is no grant of ours).
-			var grants int64
-			if err := pool.QueryRow(ctx, `SELECT count(*) FROM lease_grants WHERE resource = $1 AND holder = 'node-a'`, resource).Scan(&grants); err != nil {
-				t.Fatal(err)
-			}
-			if n, _ := metricValue(t, s.Collector(), "lockbank_account_retries_total", "reason", "lease_refused"); n < 1 || n != float64(grants-1) {
-				t.Fatalf("lease_refused retries = %v; want the %d grants after the first, at least 1", n, grants-1)
-			}
-		})
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	s := NewService(pool, Options{Locks: locks, Node: "node-a", LeaseWait: time.Minute})
+	a, err := s.Create(ctx, "alice", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resource := LeaseResource(a.ID)
+	kept, err := locks.TryAcquire(ctx, resource, "node-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kept lease ends behind the node's back (an operator, a restart of
+	// its lease row's history), and node-b takes the account and gives it
+	// back: the kept lease is locally fresh and stale in the database.
+	if err := locks.Release(ctx, resource, kept.ID); err != nil {
+		t.Fatal(err)
+	}
+	other, err := locks.TryAcquire(ctx, resource, "node-b", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Release(ctx, resource, other.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.keep(a.ID, kept)
+	res, err := s.Withdraw(ctx, Change{AccountID: a.ID, Amount: 100, Strategy: StrategyLease, IdempotencyKey: "k1"})
+	if err != nil {
+		t.Fatalf("Withdraw = %v; want it applied under a fresh lease", err)
+	}
+	if tok := res.Entry.FenceToken; tok == nil || *tok <= other.Token {
+		t.Fatalf("entry written with token %v; want a fresh lease's, above node-b's %d", tok, other.Token)
+	}
+	balance, entries, keys := accountState(t, pool, a.ID)
+	if balance != 900 || entries != 1 || keys != 1 {
+		t.Fatalf("balance %d, %d entries, %d keys; want 900, 1, 1", balance, entries, keys)
+	}
+	// The kept lease's refusal ran the batch once more: one retry.
+	if n, _ := metricValue(t, s.Collector(), "lockbank_account_retries_total", "reason", "lease_refused"); n != 1 {
+		t.Fatalf("lease_refused retries = %v; want 1", n)
 	}
 }
 
@@ -146,7 +89,7 @@ func TestLeaseBatchFencedAsOne(t *testing.T) {
 		batch = append(batch, &pending{ctx: ctx, kind: KindWithdrawal, change: c, hash: requestHash(KindWithdrawal, c)})
 	}
 	outs := make([]outcome, len(batch))
-	if err := s.runBatch(ctx, batch, outs, stale); !errors.Is(err, errLeaseRefused) || !errors.Is(err, lockmgr.ErrStaleToken) {
+	if err := s.runBatch(ctx, batch, outs, &leaseTx{lease: stale, ttl: time.Minute}); !errors.Is(err, errLeaseRefused) || !errors.Is(err, lockmgr.ErrStaleToken) {
 		t.Fatalf("a batch under a superseded lease: %v; want errLeaseRefused for a stale token", err)
 	}
 	for i, out := range outs {

@@ -58,6 +58,37 @@ WITH account AS (
 )
 SELECT ` + entryColumns + ` FROM entry`
 
+// Before a lone lease withdrawal's grant: a missing account aborts its
+// pipeline (division by zero) so that no lease is made, and committed, in the
+// name of an account that does not exist; the batch path then says so.
+const sqlAccountMustExist = `SELECT 1 / (SELECT count(*)::int FROM accounts WHERE id = $1)`
+
+// The lone lease withdrawal (lone.go, applyLoneLeased): sqlApplyLone, fenced
+// by the lease granted just before it in the same transaction, named by the
+// lease id the grant asked for ($9; its token is not known yet). The lease
+// row must hold that id and be live by the database's clock: then it is the
+// newest grant, its token goes on the entry and the account, and the grant
+// keeps the row locked until COMMIT. No row: the grant found the lease held,
+// the funds refused it, or no such account; nothing was written.
+const sqlApplyLoneLeased = `
+WITH lease AS (
+    SELECT token FROM leases
+    WHERE resource = $8 AND lease_id = $9 AND expires_at > clock_timestamp()
+), account AS (
+    UPDATE accounts
+    SET balance = balance + $2, fence_token = greatest(fence_token, (SELECT token FROM lease)), updated_at = now()
+    WHERE id = $1 AND balance + $2 >= 0 AND EXISTS (SELECT 1 FROM lease)
+    RETURNING id, balance
+), entry AS (
+    INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
+    SELECT id, $3, $4, balance, $5, (SELECT token FROM lease), $6, $7 FROM account
+    RETURNING ` + entryColumns + `, request_hash
+), keys AS (
+    INSERT INTO idempotency_keys (account_id, key, request_hash, entry_id)
+    SELECT account_id, idempotency_key, request_hash, id FROM entry WHERE idempotency_key IS NOT NULL
+)
+SELECT ` + entryColumns + ` FROM entry`
+
 // The batch (batch.go), in the order it sends them: the first round trip
 // locks or reads the account and reads the stored outcomes of its keys; the
 // second writes.
@@ -81,6 +112,15 @@ LEFT JOIN (
 ) l ON l.account_id = a.id
 WHERE a.id = ANY($1) AND a.balance <> a.opening_balance + coalesce(l.delta, 0)
 ORDER BY a.id`
+
+// Bounds this transaction's lock waits and idle time (Options.TxTimeouts):
+// set_config(…, true) is SET LOCAL, ended by COMMIT or ROLLBACK, so nothing
+// is left on a server connection a pooler hands to someone else next. A NULL
+// keeps the session's value. No lock.
+const sqlSetTxTimeouts = `
+SELECT set_config('lock_timeout', coalesce($1::text, current_setting('lock_timeout')), true),
+       set_config('idle_in_transaction_session_timeout',
+                  coalesce($2::text, current_setting('idle_in_transaction_session_timeout')), true)`
 
 // FOR UPDATE takes the account's row lock: the pessimistic lock of the row
 // strategy. Every other writer of this account queues here until we commit,

@@ -19,6 +19,12 @@ func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err != nil {
 		return err
 	}
+	if s.txTimeouts.set() {
+		if _, err := tx.Exec(ctx, sqlSetTxTimeouts, s.txTimeouts.args()...); err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			return err
+		}
+	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		if sessionLost(err) {

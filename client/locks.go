@@ -39,6 +39,9 @@ type LockStatus struct {
 	// Remaining is the time the lease has left by the database's clock; 0
 	// when not held.
 	Remaining time.Duration
+	// LearnedTTL, from GET of an account's lock on a node that learns its
+	// lease TTL (--lease-ttl auto): the TTL its next lease gets; else 0.
+	LearnedTTL time.Duration
 }
 
 // LockRequest is what Acquire asks for.
@@ -74,12 +77,13 @@ func (s *LockStatus) UnmarshalJSON(data []byte) error {
 		Token          int64     `json:"token"`
 		ExpiresAt      time.Time `json:"expires_at"`
 		TTLRemainingMS int64     `json:"ttl_remaining_ms"`
+		LearnedTTLMS   int64     `json:"learned_ttl_ms"`
 	}
 	if err := json.Unmarshal(data, &w); err != nil {
 		return err
 	}
 	*s = LockStatus{Resource: w.Resource, Held: w.Held, Holder: w.Holder, Token: w.Token, ExpiresAt: w.ExpiresAt,
-		Remaining: time.Duration(w.TTLRemainingMS) * time.Millisecond}
+		Remaining: time.Duration(w.TTLRemainingMS) * time.Millisecond, LearnedTTL: time.Duration(w.LearnedTTLMS) * time.Millisecond}
 	return nil
 }
 

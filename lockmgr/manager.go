@@ -25,6 +25,18 @@ type Options struct {
 	// that ran out, releases, leases lost by their KeepAlive, refused fences.
 	// Never a lease id. Default: none.
 	Logger *slog.Logger
+	// Listen is the connection on which the Manager LISTENs for releases and
+	// registers its waiters (session advisory locks). It must reach
+	// PostgreSQL directly: through a pooler in transaction mode (PgBouncer)
+	// notifications never arrive and a session's advisory lock lands on
+	// whichever server connection ran it. Default: the pool's own
+	// connection settings, right when the pool is not behind such a pooler.
+	Listen *pgx.ConnConfig
+	// NoListen says there is no direct connection at all: waiters wake when
+	// the lease they wait for runs out (or at once for a release through
+	// this Manager), never on another process's release. New logs this
+	// once, since waits can then last a whole TTL longer.
+	NoListen bool
 }
 
 // Manager grants, renews and releases leases in PostgreSQL. It is safe for
@@ -43,8 +55,16 @@ type Manager struct {
 
 // New returns a Manager on pool, whose database must be migrated (package
 // migrations). Waiters are woken through LISTEN on a connection of their own,
-// opened on first need with the pool's connection settings, so that a busy
-// pool can neither delay a wake-up nor be used up by one.
+// opened on first need with the pool's connection settings (or
+// Options.Listen), so that a busy pool can neither delay a wake-up nor be
+// used up by one.
+//
+// The pool may go through a pooler in transaction mode: every statement of
+// the Manager is one transaction and relies on no session state (its only
+// settings are transaction-local, its only advisory lock in a statement is
+// transaction-level), and it prepares nothing on the server when the pool's
+// DefaultQueryExecMode says so (default_query_exec_mode=exec or
+// cache_describe in the URL). Then give Options.Listen or NoListen.
 func New(pool *pgxpool.Pool, opts Options) *Manager {
 	margin := opts.SafetyMargin
 	if margin == nil {
@@ -55,12 +75,24 @@ func New(pool *pgxpool.Pool, opts Options) *Manager {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{pool: pool, margin: margin, lines: map[string]*line{}, metrics: newMetrics(pool), log: log}
-	m.listener = newListener(pool.Config().ConnConfig, m.released, m.listening)
+	switch {
+	case opts.NoListen:
+		log.Warn("lockmgr: no direct connection for LISTEN: a waiter wakes when the lease it waits for runs out, " +
+			"not when another process releases it (give a direct connection, not a pooler, to listen on)")
+	case opts.Listen != nil:
+		m.listener = newListener(opts.Listen, m.released, m.listening)
+	default:
+		m.listener = newListener(pool.Config().ConnConfig, m.released, m.listening)
+	}
 	return m
 }
 
 // Close stops the notification listener. Leases stay as they are.
-func (m *Manager) Close() { m.listener.close() }
+func (m *Manager) Close() {
+	if m.listener != nil {
+		m.listener.close()
+	}
+}
 
 // TryAcquire grants a lease on resource to holder for ttl if nobody holds a
 // live one, taking over a lease that has run out or been released. It never

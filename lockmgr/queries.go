@@ -121,6 +121,33 @@ SELECT token, expires_at > clock_timestamp()
 FROM leases WHERE resource = $1
 FOR SHARE`
 
+// The fence for a holder that keeps its lease across transactions
+// (InTxFence), which also asks whether another Manager waits for the
+// resource: the try-lock fails while a waiter's shared registration lock
+// (sqlRegisterWaiter) is held. When it succeeds it is held until the
+// caller's commit, so a waiter registering meanwhile waits for that commit
+// and is seen by the holder's next fence — or finds the lease released.
+const sqlFenceWanted = `
+SELECT token, expires_at > clock_timestamp(), NOT pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext(resource))
+FROM leases WHERE resource = $1
+FOR SHARE`
+
+// sqlRelease inside the caller's transaction (InTxRelease): the same,
+// without making the transaction's commit asynchronous, since the caller's
+// own writes commit with it.
+const sqlReleaseInTx = `
+WITH released AS (
+    UPDATE leases
+    SET expires_at = least(expires_at, clock_timestamp())
+    WHERE resource = $1 AND lease_id = $2 AND owner IS NOT DISTINCT FROM $3
+    RETURNING resource, token, expires_at >= statement_timestamp() AS was_live
+)
+SELECT token, was_live,
+       CASE WHEN pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext(resource)) THEN false
+            ELSE (SELECT true FROM pg_notify('` + notifyChannel + `', resource || ' ' || token))
+       END AS notified
+FROM released`
+
 const sqlTokenIssuedFor = `SELECT EXISTS (SELECT 1 FROM lease_grants WHERE token = $1 AND resource = $2)`
 
 // The pruners (prune.go): each is one short statement, committed alone,

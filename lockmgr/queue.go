@@ -88,7 +88,7 @@ func (m *Manager) leave(w *waiter) {
 	ln.waiters = slices.Delete(ln.waiters, i, i+1)
 	if len(ln.waiters) == 0 {
 		delete(m.lines, ln.resource)
-		if ln.registered {
+		if ln.registered && m.listener != nil {
 			m.listener.unregister(ln.resource)
 		}
 		return
@@ -132,6 +132,12 @@ func (m *Manager) ensureRegistered(ctx context.Context, w *waiter) bool {
 	registered := w.line.registered
 	m.mu.Unlock()
 	if registered {
+		return true
+	}
+	if m.listener == nil {
+		// No LISTEN connection (Options.NoListen): nothing to register, so
+		// no release can slip past a registration; the waiter sleeps until
+		// the lease runs out.
 		return true
 	}
 	if m.listener.register(ctx, w.line.resource) {

@@ -29,6 +29,19 @@ func NewProvider(db *sql.DB) (*goose.Provider, error) {
 	return goose.NewProvider(goose.DialectPostgres, db, FS, goose.WithSessionLocker(locker))
 }
 
+// NewPooledProvider is NewProvider for a db that reaches PostgreSQL only
+// through a pooler in transaction mode, where a session advisory lock would
+// land on one server connection and its unlock on another: it serialises
+// itself with goose's lock table (goose_lock, one row, its lease renewed
+// while migrating) instead.
+func NewPooledProvider(db *sql.DB) (*goose.Provider, error) {
+	locker, err := lock.NewPostgresTableLocker()
+	if err != nil {
+		return nil, fmt.Errorf("migrations: table locker: %w", err)
+	}
+	return goose.NewProvider(goose.DialectPostgres, db, FS, goose.WithLocker(locker))
+}
+
 // Up applies every pending migration.
 func Up(ctx context.Context, db *sql.DB) ([]*goose.MigrationResult, error) {
 	p, err := NewProvider(db)

@@ -137,6 +137,9 @@ type lockStatus struct {
 	Token          int64     `json:"token"`
 	ExpiresAt      time.Time `json:"expires_at"`
 	TTLRemainingMS int64     `json:"ttl_remaining_ms"`
+	// LearnedTTLMS, on an account's lock when this node learns its lease
+	// TTL (--lease-ttl auto): the TTL its next lease of an account gets.
+	LearnedTTLMS *int64 `json:"learned_ttl_ms,omitempty"`
 }
 
 func newLockStatus(s lockmgr.Status) lockStatus {
@@ -144,7 +147,7 @@ func newLockStatus(s lockmgr.Status) lockStatus {
 		TTLRemainingMS: s.Remaining.Milliseconds()}
 }
 
-func handleGetLock(locks *lockmgr.Manager) http.HandlerFunc {
+func handleGetLock(locks *lockmgr.Manager, accounts *account.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		resource, err := lockResource(r)
 		if err != nil {
@@ -156,7 +159,12 @@ func handleGetLock(locks *lockmgr.Manager) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		encode(w, http.StatusOK, newLockStatus(s))
+		status := newLockStatus(s)
+		if _, ok := account.LeaseAccount(resource); ok && accounts.AutoTTL() != nil {
+			ms := accounts.AutoTTL().TTL().Milliseconds()
+			status.LearnedTTLMS = &ms
+		}
+		encode(w, http.StatusOK, status)
 	}
 }
 

@@ -36,6 +36,6 @@ func addRoutes(r chi.Router, node string, accounts *account.Service, locks *lock
 		r.Post("/locks/{resource}", handleAcquireLock(locks, accounts))
 		r.Put("/locks/{resource}", handleRenewLock(locks))
 		r.Delete("/locks/{resource}", handleReleaseLock(locks))
-		r.Get("/locks/{resource}", handleGetLock(locks))
+		r.Get("/locks/{resource}", handleGetLock(locks, accounts))
 	})
 }

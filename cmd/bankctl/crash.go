@@ -32,7 +32,14 @@ type crashResult struct {
 	LedgerWrites int     `json:"ledger_entries"`
 	Verdict      string  `json:"verdict"`
 	WaitRatio    float64 `json:"wait_over_remaining"`
+	// LearnedTTLMS is node-a's learned lease TTL when it learns one
+	// (--lease-ttl auto), else 0.
+	LearnedTTLMS int64 `json:"learned_ttl_ms"`
 }
+
+// warmups is how many quick lease withdrawals node-a makes before the
+// story: enough for a node with --lease-ttl auto to learn its TTL from.
+const warmups = 24
 
 func (f crashFlags) validate() error {
 	if f.amount < 1 || f.balance < f.amount {
@@ -51,6 +58,18 @@ func (f crashFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	if err != nil {
 		return trouble(err)
 	}
+	// Quick work first, on an account of its own: with --lease-ttl auto
+	// node-a learns a lease TTL fitted to it; with a fixed TTL it changes
+	// nothing.
+	warm, err := a.API.CreateAccount(ctx, "crash-warmup", warmups)
+	if err != nil {
+		return trouble(err)
+	}
+	for range warmups {
+		if _, err := a.API.Withdraw(ctx, warm.ID, client.Withdrawal{Amount: 1, Strategy: "lease"}); err != nil {
+			return trouble(err)
+		}
+	}
 	id := acct.ID
 	res.Account = id
 	resource := "account:" + strconv.FormatInt(id, 10)
@@ -66,6 +85,10 @@ func (f crashFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	}
 	res.TokenA, res.RemainingMS = lock.Token, lock.Remaining.Milliseconds()
 	tl.event(a.Name, "takes the lease, withdrawing", res.TokenA, fmt.Sprintf("lease ends in %dms", res.RemainingMS), plain)
+	if own, err := a.API.Lock(ctx, resource); err == nil && own.LearnedTTL > 0 {
+		res.LearnedTTLMS = own.LearnedTTL.Milliseconds()
+		tl.event(a.Name, fmt.Sprintf("learned lease TTL %s (from %d quick withdrawals)", own.LearnedTTL, warmups), res.TokenA, "", plain)
+	}
 	if err := a.Kill(ctx); err != nil {
 		return trouble(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lockbank/lockbank/internal/contract"
 	"github.com/lockbank/lockbank/internal/loadgen"
+	"github.com/lockbank/lockbank/internal/pgbouncer"
 	"github.com/lockbank/lockbank/internal/pglocal"
 )
 
@@ -140,6 +141,30 @@ func TestCrash(t *testing.T) {
 	}
 }
 
+// TestCrashWithLearnedTTL: the crash story with nodes that learn their
+// lease TTL (--lease-ttl auto) beside the fixed 2s of TestCrash's cluster,
+// in one run: node-a learns a short TTL from its quick withdrawals, and its
+// death frees the account for node-b much sooner than the fixed TTL does.
+func TestCrashWithLearnedTTL(t *testing.T) {
+	t.Parallel()
+	fixed, _, err := bankctl(t, "crash")
+	if err != nil {
+		t.Fatalf("crash: %v", err)
+	}
+	auto, _, err := bankctl(t, "crash", "--lease-ttl", "auto")
+	if err != nil {
+		t.Fatalf("crash --lease-ttl auto: %v", err)
+	}
+	learned := auto["learned_ttl_ms"].(float64)
+	if learned < 200 || learned > 1000 || fixed["learned_ttl_ms"].(float64) != 0 {
+		t.Fatalf("learned TTL %vms with auto, %vms with the fixed TTL; want 200ms–1s from quick work, and none when fixed", learned, fixed["learned_ttl_ms"])
+	}
+	autoWait, fixedWait := auto["node_b_waited_ms"].(float64), fixed["node_b_waited_ms"].(float64)
+	if auto["verdict"] != "FREED AFTER TTL" || autoWait > learned+1000 || autoWait*2 > fixedWait {
+		t.Fatalf("node-b waited %vms after a holder with a learned TTL of %vms died, %vms after one with the fixed 2s; want well under half", autoWait, learned, fixedWait)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
@@ -185,6 +210,27 @@ func TestCheckUnderFaults(t *testing.T) {
 	}
 	if res["retried_writes"].(float64) < 1 {
 		t.Fatalf("check: no write was retried with its Idempotency-Key under four kinds of fault: %v", res)
+	}
+}
+
+// TestCheckThroughPgBouncer: the bank test with the nodes behind a private
+// PgBouncer in transaction mode (--pgbouncer: --pooler, exec mode, LISTEN
+// and migrations on the direct connection) gives a valid history under
+// every fault, the pause's late write refused by the fence.
+func TestCheckThroughPgBouncer(t *testing.T) {
+	t.Parallel()
+	if _, err := pgbouncer.Binary(); err != nil {
+		t.Skipf("no PgBouncer to run behind: %v", err)
+	}
+	res, _, err := bankctl(t, "check", "--pgbouncer", "--duration", "10s", "--fault-every", "2s", "--clients", "12")
+	if err != nil {
+		t.Fatalf("check through PgBouncer: %v: %v", err, res["violations"])
+	}
+	if res["valid"] != true || res["operations"].(float64) < 200 {
+		t.Fatalf("check through PgBouncer: %v; want a valid history of at least 200 operations", res)
+	}
+	if probes := res["pause_probes"].(float64); probes < 1 || res["pause_probes_fenced"].(float64) != probes {
+		t.Fatalf("check through PgBouncer: %v pauses inside a lease, %v late writes refused; want every one refused", probes, res["pause_probes_fenced"])
 	}
 }
 

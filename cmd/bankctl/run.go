@@ -37,7 +37,9 @@ Common flags:
   --targets URLS   bankd nodes, comma-separated; the first is node-a. Empty: start an own
                    cluster (private PostgreSQL + node-a + node-b, demo mode) and stop it after
   --docker NAME    with --targets: node-a's container, frozen with docker pause / killed with docker kill
-  --lease-ttl D    own cluster: the nodes' lease TTL (default 2s)
+  --lease-ttl D    own cluster: the nodes' lease TTL (default 2s), or auto (learned from their critical sections)
+  --nodes N        own cluster: how many bankd nodes (up to 3; default: what the command needs)
+  --pgbouncer      own cluster: the nodes reach PostgreSQL through a private PgBouncer (transaction mode)
   --json           one JSON object per line (events, then the result) instead of text
 
 Exit codes: 0 the scenario showed what it promises; 1 a safe strategy was not safe, or a
@@ -69,14 +71,30 @@ type commonFlags struct {
 	targets  string
 	docker   string
 	leaseTTL time.Duration
+	autoTTL  bool
 	json     bool
+	bouncer  bool
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.targets, "targets", "", "bankd nodes, comma-separated (first = node-a); empty starts an own cluster")
 	fs.StringVar(&c.docker, "docker", "", "node-a's container name (docker pause / kill) with --targets")
-	fs.DurationVar(&c.leaseTTL, "lease-ttl", 2*time.Second, "own cluster: lease TTL of the nodes")
+	c.leaseTTL = 2 * time.Second
+	fs.Func("lease-ttl", "own cluster: lease TTL of the nodes, or auto: learned from their recent critical sections (row-lock TTL and waits stay sized for 2s) (default 2s)", func(v string) error {
+		if v == "auto" {
+			c.autoTTL = true
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return errors.New("want auto or a duration")
+		}
+		c.leaseTTL, c.autoTTL = d, false
+		return nil
+	})
 	fs.BoolVar(&c.json, "json", false, "JSON Lines output")
+	fs.IntVar(&c.nodes, "nodes", c.nodes, "own cluster: how many bankd nodes (1 to 3; the scenarios use the first ones)")
+	fs.BoolVar(&c.bouncer, "pgbouncer", false, "own cluster: the nodes reach PostgreSQL through a private PgBouncer in transaction mode (needs the pgbouncer binary)")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -110,6 +128,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if least := min(known.nodes, 2); common.nodes < least || common.nodes > 3 {
+		return usageError("--nodes must be from %d to 3 for %s", least, cmd)
+	}
+	if common.targets != "" && common.bouncer {
+		return usageError("--pgbouncer is for the own cluster, not --targets")
 	}
 	if common.targets == "" && common.docker != "" {
 		return usageError("--docker goes with --targets")
@@ -146,7 +170,7 @@ var wrapTransport func(http.RoundTripper) http.RoundTripper
 // makes to them, or names the --targets.
 func openCluster(ctx context.Context, f commonFlags, tl *timeline, adjust func(*cluster.Options)) (*cluster.Cluster, error) {
 	if f.targets == "" {
-		o := cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note, Transport: wrapTransport}
+		o := cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, AutoTTL: f.autoTTL, PgBouncer: f.bouncer, Notef: tl.note, Transport: wrapTransport}
 		if adjust != nil {
 			adjust(&o)
 		}

@@ -13,26 +13,32 @@ import (
 // config is everything bankd can be told, from flags or, where a flag is
 // not given, the environment.
 type config struct {
-	addr            string
-	databaseURL     string
-	dataDir         string
-	unsafeDemo      bool
-	nodeName        string
-	maxConns        int
-	logFormat       string
-	leaseTTL        time.Duration
-	leaseWait       time.Duration
-	rowLockTTL      time.Duration
-	lockTimeout     time.Duration
-	readTimeout     time.Duration
-	writeTimeout    time.Duration
-	idleTimeout     time.Duration
-	shutdownTimeout time.Duration
-	pprofAddr       string
-	metricsAddr     string
-	metrics         bool
-	apiKeysFile     string
-	liveOrigins     string
+	addr        string
+	databaseURL string
+	listenURL   string
+	pooler      bool
+	dataDir     string
+	unsafeDemo  bool
+	nodeName    string
+	maxConns    int
+	logFormat   string
+	leaseTTL    time.Duration
+	// autoTTL: --lease-ttl auto, learned between leaseTTLMin and
+	// leaseTTLMax; leaseTTL is then the TTL until enough is learned.
+	autoTTL                  bool
+	leaseTTLMin, leaseTTLMax time.Duration
+	leaseWait                time.Duration
+	rowLockTTL               time.Duration
+	lockTimeout              time.Duration
+	readTimeout              time.Duration
+	writeTimeout             time.Duration
+	idleTimeout              time.Duration
+	shutdownTimeout          time.Duration
+	pprofAddr                string
+	metricsAddr              string
+	metrics                  bool
+	liveOrigins              string
+	apiKeysFile              string
 	// What is pruned, and when (invariant 12): idempotency records older
 	// than idempotencyRetention, lease history older than leaseRetention,
 	// every pruneInterval.
@@ -79,6 +85,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var err error
 	fs.StringVar(&c.addr, "addr", env("BANKD_ADDR", "127.0.0.1:8080"), "listen address [BANKD_ADDR]")
 	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts a private server [DATABASE_URL]")
+	fs.StringVar(&c.listenURL, "listen-database-url", env("BANKD_LISTEN_DATABASE_URL", ""), "direct PostgreSQL URL (never through a pooler) for LISTEN, lock waiters' registration and migrations; empty: --database-url, or none with --pooler; none: no direct connection, waiters wake when the lease they wait for runs out [BANKD_LISTEN_DATABASE_URL]")
+	pooler, err := envBool(getenv, "BANKD_POOLER")
+	if err != nil {
+		return c, nil, err
+	}
+	fs.BoolVar(&c.pooler, "pooler", pooler, "--database-url goes through a pooler in transaction mode (PgBouncer): no settings at connect (lock_timeout and idle_in_transaction_session_timeout are set in each transaction bankd opens), no server-side prepared statements unless the URL's default_query_exec_mode says otherwise, no LISTEN through it [BANKD_POOLER]")
 	fs.StringVar(&c.dataDir, "data-dir", env("BANKD_DATA_DIR", ".lockbank/pgdata"), "data directory of the private PostgreSQL [BANKD_DATA_DIR]")
 	unsafeDemo, err := envBool(getenv, "BANKD_UNSAFE_DEMO")
 	if err != nil {
@@ -95,11 +107,23 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, nil, err
 	}
 	fs.IntVar(&c.maxConns, "max-conns", maxConns, "database connection pool size [BANKD_MAX_CONNS]")
-	leaseTTL, err := envDuration(getenv, "BANKD_LEASE_TTL", 5*time.Second)
+	c.leaseTTL = 5 * time.Second
+	if v := getenv("BANKD_LEASE_TTL"); v != "" {
+		if err := c.setLeaseTTL(v); err != nil {
+			return c, nil, fmt.Errorf("BANKD_LEASE_TTL=%q: want auto or a duration such as 5s or 800ms", v)
+		}
+	}
+	fs.Func("lease-ttl", "lifetime of the lease a lease withdrawal takes, or auto: learned from recent critical sections (p99 × 4, from --lease-ttl-min to --lease-ttl-max), 5s until learned, kept alive while the work lasts (default 5s) [BANKD_LEASE_TTL]", c.setLeaseTTL)
+	leaseTTLMin, err := envDuration(getenv, "BANKD_LEASE_TTL_MIN", 200*time.Millisecond)
 	if err != nil {
 		return c, nil, err
 	}
-	fs.DurationVar(&c.leaseTTL, "lease-ttl", leaseTTL, "lifetime of the lease a lease withdrawal takes [BANKD_LEASE_TTL]")
+	fs.DurationVar(&c.leaseTTLMin, "lease-ttl-min", leaseTTLMin, "with --lease-ttl auto: the shortest learned TTL [BANKD_LEASE_TTL_MIN]")
+	leaseTTLMax, err := envDuration(getenv, "BANKD_LEASE_TTL_MAX", 30*time.Second)
+	if err != nil {
+		return c, nil, err
+	}
+	fs.DurationVar(&c.leaseTTLMax, "lease-ttl-max", leaseTTLMax, "with --lease-ttl auto: the longest learned TTL [BANKD_LEASE_TTL_MAX]")
 	leaseWait, err := envDuration(getenv, "BANKD_LEASE_WAIT", 5*time.Second)
 	if err != nil {
 		return c, nil, err
@@ -163,7 +187,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	case c.maxConns < 1:
 		return c, nil, errors.New("--max-conns must be at least 1")
 	case c.leaseTTL < 100*time.Millisecond || c.leaseTTL > 10*time.Minute:
-		return c, nil, errors.New("--lease-ttl must be from 100ms to 10m")
+		return c, nil, errors.New("--lease-ttl must be auto or from 100ms to 10m")
+	case c.leaseTTLMin < 100*time.Millisecond || c.leaseTTLMax > 10*time.Minute || c.leaseTTLMin > c.leaseTTLMax:
+		return c, nil, errors.New("--lease-ttl-min and --lease-ttl-max must be from 100ms to 10m, min ≤ max")
 	case c.leaseWait < 0 || c.leaseWait > time.Minute:
 		return c, nil, errors.New("--lease-wait must be from 0 to 1m")
 	case c.rowLockTTL < 100*time.Millisecond || c.rowLockTTL > 10*time.Minute:
@@ -180,6 +206,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 	}
 	return c, fs.Args(), nil
+}
+
+// setLeaseTTL reads --lease-ttl: auto, or a duration.
+func (c *config) setLeaseTTL(v string) error {
+	if v == "auto" {
+		c.autoTTL = true
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("want auto or a duration such as 5s or 800ms")
+	}
+	c.leaseTTL, c.autoTTL = d, false
+	return nil
 }
 
 func envBool(getenv func(string) string, name string) (bool, error) {

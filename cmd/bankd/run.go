@@ -15,14 +15,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/lockbank/lockbank/account"
 	"github.com/lockbank/lockbank/apikey"
 	"github.com/lockbank/lockbank/internal/pglocal"
 	"github.com/lockbank/lockbank/internal/poolmetrics"
 	"github.com/lockbank/lockbank/lockmgr"
-	"github.com/lockbank/lockbank/migrations"
 	"github.com/lockbank/lockbank/web"
 	"github.com/lockbank/lockbank/web/live"
 )
@@ -73,19 +71,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	pool, closeDB, err := openDatabase(ctx, cfg, logger)
+	db, closeDB, err := openDatabase(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	if err := migrate(ctx, pool, logger); err != nil {
+	pool := db.pool
+	if err := migrate(ctx, db, logger); err != nil {
 		return err
 	}
+	db.checkPooledTimeouts(ctx, logger)
 
-	locks := lockmgr.New(pool, lockmgr.Options{Logger: logger})
+	locks := lockmgr.New(pool, db.lockOptions(logger))
 	defer locks.Close()
+	var autoTTL *lockmgr.AutoTTL
+	if cfg.autoTTL {
+		autoTTL = lockmgr.NewAutoTTL(lockmgr.AutoTTLOptions{Min: cfg.leaseTTLMin, Max: cfg.leaseTTLMax, Initial: cfg.leaseTTL})
+	}
 	accounts := account.NewService(pool, account.Options{
 		UnsafeDemo: cfg.unsafeDemo, Locks: locks, Node: cfg.nodeName, LeaseTTL: cfg.leaseTTL, LeaseWait: cfg.leaseWait,
+		TxTimeouts: db.txTimeouts(cfg), AutoTTL: autoTTL,
 	})
 	stopPruning := startPruner(ctx, cfg, accounts, locks, logger)
 	defer stopPruning() // before the pool closes (defers run last first)
@@ -106,6 +111,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		web.WithLive(liveHub, splitList(cfg.liveOrigins)))
 	if cfg.metrics {
 		registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))
+		if autoTTL != nil {
+			registry.MustRegister(autoTTL.Collector())
+		}
 		if cfg.metricsAddr == "" {
 			handler = withMetrics(handler, registry)
 		} else {
@@ -168,8 +176,9 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 }
 
 // openDatabase connects to cfg.databaseURL or, when it is empty, to a private
-// PostgreSQL started from the installed binaries. close releases both.
-func openDatabase(ctx context.Context, cfg config, logger *slog.Logger) (*pgxpool.Pool, func(), error) {
+// PostgreSQL started from the installed binaries, and finds its direct
+// connection (pooler.go). close releases both.
+func openDatabase(ctx context.Context, cfg config, logger *slog.Logger) (*database, func(), error) {
 	url := cfg.databaseURL
 	stopLocal := func() {}
 	if url == "" {
@@ -202,11 +211,23 @@ func openDatabase(ctx context.Context, cfg config, logger *slog.Logger) (*pgxpoo
 	// few seconds and a 503, not a hang until the client gives up.
 	pcfg.ConnConfig.ConnectTimeout = 3 * time.Second
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "bankd " + cfg.nodeName
-	// No unbounded waits: a row lock lives at most row-lock-ttl beyond its
-	// holder's last statement, and nobody queues for one longer than
-	// lock-timeout (the caller gets 503 lock_timeout).
-	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.rowLockTTL.Milliseconds(), 10)
-	pcfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(cfg.lockTimeout.Milliseconds(), 10)
+	if cfg.pooler {
+		// The pooler would refuse settings at connect, or give them to one
+		// server connection: they are set in each transaction instead
+		// (account.Options.TxTimeouts).
+		noPreparedStatements(pcfg, url)
+	} else {
+		// No unbounded waits: a row lock lives at most row-lock-ttl beyond its
+		// holder's last statement, and nobody queues for one longer than
+		// lock-timeout (the caller gets 503 lock_timeout).
+		pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.rowLockTTL.Milliseconds(), 10)
+		pcfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(cfg.lockTimeout.Milliseconds(), 10)
+	}
+	direct, err := directConfig(cfg, url)
+	if err != nil {
+		stopLocal()
+		return nil, nil, err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		stopLocal()
@@ -217,7 +238,7 @@ func openDatabase(ctx context.Context, cfg config, logger *slog.Logger) (*pgxpoo
 		stopLocal()
 		return nil, nil, err
 	}
-	return pool, func() { pool.Close(); stopLocal() }, nil
+	return &database{pool: pool, direct: direct, pooled: cfg.pooler}, func() { pool.Close(); stopLocal() }, nil
 }
 
 // waitForDatabase retries for up to 60 s: in a compose cluster the database
@@ -242,10 +263,13 @@ func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logge
 	}
 }
 
-func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	results, err := migrations.Up(ctx, db)
+func migrate(ctx context.Context, d *database, logger *slog.Logger) error {
+	p, closeDB, err := d.migrations()
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	results, err := p.Up(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -256,17 +280,16 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error
 }
 
 func runMigrate(ctx context.Context, cfg config, verb string, logger *slog.Logger, stdout io.Writer) error {
-	pool, closeDB, err := openDatabase(ctx, cfg, logger)
+	d, closeDB, err := openDatabase(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	p, err := migrations.NewProvider(db)
+	p, closeProvider, err := d.migrations()
 	if err != nil {
 		return err
 	}
+	defer closeProvider()
 	switch verb {
 	case "up":
 		results, err := p.Up(ctx)

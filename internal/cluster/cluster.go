@@ -24,6 +24,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockbank/lockbank/internal/pgbouncer"
 	"github.com/lockbank/lockbank/internal/pglocal"
 )
 
@@ -45,6 +46,14 @@ type Options struct {
 	// Args are more bankd flags for the node of each name (bench's
 	// --metrics-cost starts node-b with --metrics=false).
 	Args map[string][]string
+	// AutoTTL: the nodes learn their lease TTL (--lease-ttl auto, from
+	// 200 ms); LeaseTTL still sizes the row-lock TTL and the waits.
+	AutoTTL bool
+	// PgBouncer puts a private PgBouncer in transaction mode between the
+	// nodes and PostgreSQL (package internal/pgbouncer): the nodes run with
+	// --pooler and LISTEN on a direct connection (--listen-database-url).
+	// DatabaseURL stays the direct one.
+	PgBouncer bool
 	// Notef, if set, hears what is being started.
 	Notef func(format string, args ...any)
 	// Transport, if set, wraps each node's API client's transport (see
@@ -80,7 +89,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	names := NodeNames(o.Nodes)
 	if o.Notef != nil {
-		o.Notef("starting an own cluster: PostgreSQL, %s (demo mode, lease TTL %s)", strings.Join(names, ", "), o.LeaseTTL)
+		ttl := o.LeaseTTL.String()
+		if o.AutoTTL {
+			ttl = "learned (auto)"
+		}
+		o.Notef("starting an own cluster: PostgreSQL, %s (demo mode, lease TTL %s)", strings.Join(names, ", "), ttl)
 	}
 	// Room for three nodes' pools and bench's raw-SQL baseline at 256 clients.
 	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pgdata"), Settings: []string{"max_connections=400"}})
@@ -96,6 +109,24 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	demo := []string{"--unsafe-demo", "--lease-ttl", o.LeaseTTL.String(), "--lease-wait", wait,
 		// The row lock's lease is as long as the lease's, and a waiter waits it out.
 		"--row-lock-ttl", o.LeaseTTL.String(), "--lock-timeout", wait}
+	if o.AutoTTL {
+		demo[2] = "auto"
+	}
+	nodesURL := c.databaseURL
+	if o.PgBouncer {
+		// Fewer server connections than the nodes' pools hold clients, so
+		// that transactions really do move between them.
+		b, err := pgbouncer.Start(ctx, pgbouncer.Options{Backend: c.databaseURL, PoolSize: 20})
+		if err != nil {
+			return nil, err
+		}
+		c.cleanup = append(c.cleanup, b.Stop)
+		if o.Notef != nil {
+			o.Notef("PgBouncer in transaction mode on 127.0.0.1:%d in front of it; the nodes LISTEN on the direct connection", b.Port())
+		}
+		nodesURL = b.URL("lockbank")
+		demo = append(demo, "--pooler", "--listen-database-url", c.databaseURL)
+	}
 	// The nodes start side by side; the migrations' advisory lock lets one
 	// of them apply each.
 	nodes, errs := make([]*Node, len(names)), make([]error, len(names))
@@ -110,7 +141,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		c.cleanup = append(c.cleanup, func() { log.Close() })
 		wg.Go(func() {
 			args := append(slices.Clone(demo), o.Args[name]...)
-			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: c.databaseURL, Args: args, Log: log, Transport: o.Transport})
+			nodes[i], errs[i] = StartNode(ctx, NodeOptions{Binary: bankd, Name: name, DatabaseURL: nodesURL, Args: args, Log: log, Transport: o.Transport})
 		})
 	}
 	wg.Wait()
