@@ -151,7 +151,7 @@ func TestRetriesCountedByReason(t *testing.T) {
 	})
 	t.Run("BalanceMoved", func(t *testing.T) {
 		t.Parallel()
-		tracer := &pauseBefore{match: "FOR SHARE"} // the fence, between the batch's read and its write
+		tracer := &pauseBefore{match: "INSERT INTO ledger_entries"} // the write's pipeline, after the batch's read
 		a, b, _, id := guardedPair(t, Options{LeaseWait: time.Minute}, tracer)
 		tracer.during = func() {
 			if _, err := b.Deposit(context.Background(), Change{AccountID: id, Amount: 50}); err != nil {
