@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	httpMetrics := web.NewMetrics()
 	registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))
-	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, pool.Ping, httpMetrics)
+	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, ready(pool), httpMetrics)
 	if cfg.metricsAddr == "" {
 		handler = withMetrics(handler, registry)
 	} else {

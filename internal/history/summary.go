@@ -19,6 +19,11 @@ type Summary struct {
 	Retried        int            `json:"retried_writes"` // writes that took more than one attempt
 	Attempts       int            `json:"write_attempts"`
 	Replays        int            `json:"replays"` // attempts answered with the stored outcome of an earlier one
+	// Writes an attempt of which had an unknown outcome, by how they
+	// settled, and the 500s (see Unknowns); the write outage of every
+	// failover (see Outages).
+	Unknowns       map[string]int `json:"unknowns"`
+	Outages        []Outage       `json:"outages,omitempty"`
 	Violations     []Violation    `json:"violations"`
 	ViolationCount int            `json:"violation_count"`
 }
@@ -85,6 +90,8 @@ func Judge(ctx context.Context, api *client.Client, accounts []int64, ops []Op, 
 		finals = append(finals, final)
 	}
 	s := Summarize(ops, faults)
+	s.Unknowns = Unknowns(ops, finals)
+	s.Outages = Outages(ops, faults, "failover", "standby-down")
 	all := Check(ops, finals)
 	s.Valid, s.ViolationCount, s.Violations = len(all) == 0, len(all), all[:min(len(all), 10)]
 	return s, nil
