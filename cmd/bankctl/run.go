@@ -29,6 +29,7 @@ Examples:
   go run ./cmd/bankctl pause --client               # the same story through the lock API, as in the README
   go run ./cmd/bankctl pause --strategy row         # a node frozen inside a row lock: the row-lock TTL ends it
   go run ./cmd/bankctl crash
+  go run ./cmd/bankctl check --ha --faults failover --duration 90s   # kill the database's primary, again and again
   go run ./cmd/bankctl bench --out bench-results   # own single-node cluster; table, results.json, plots
   bankctl pause --targets http://127.0.0.1:8081,http://127.0.0.1:8082 --docker lockbank-node-a
 
@@ -37,6 +38,7 @@ Common flags:
                    cluster (private PostgreSQL + node-a + node-b, demo mode) and stop it after
   --docker NAME    with --targets: node-a's container, frozen with docker pause / killed with docker kill
   --lease-ttl D    own cluster: the nodes' lease TTL (default 2s)
+  --ha             own cluster on a replicated PostgreSQL (pg_auto_failover), with a multi-host URL
   --json           one JSON object per line (events, then the result) instead of text
 
 Exit codes: 0 the scenario showed what it promises; 1 a safe strategy was not safe, or a
@@ -69,6 +71,7 @@ type commonFlags struct {
 	docker   string
 	leaseTTL time.Duration
 	json     bool
+	ha       bool
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -76,6 +79,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.docker, "docker", "", "node-a's container name (docker pause / kill) with --targets")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", 2*time.Second, "own cluster: lease TTL of the nodes")
 	fs.BoolVar(&c.json, "json", false, "JSON Lines output")
+	fs.BoolVar(&c.ha, "ha", false, "own cluster: a replicated PostgreSQL (pg_auto_failover monitor, primary, synchronous standby; installed with apt-get when missing) under the nodes, which get a multi-host URL")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -113,6 +117,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if common.targets == "" && common.docker != "" {
 		return usageError("--docker goes with --targets")
 	}
+	if common.targets != "" && common.ha {
+		return usageError("--ha starts an own cluster; it does not go with --targets")
+	}
+	if check, ok := scenario.(*checkFlags); ok {
+		check.ha = common.ha
+	}
 	// Before any cluster starts: a typo should cost nothing.
 	if err := scenario.validate(); err != nil {
 		return err
@@ -135,7 +145,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // openCluster starts an own cluster, or names the --targets.
 func openCluster(ctx context.Context, f commonFlags, tl *timeline) (*cluster.Cluster, error) {
 	if f.targets == "" {
-		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, Notef: tl.note})
+		return cluster.Start(ctx, cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, HA: f.ha, Notef: tl.note})
 	}
 	var targets []string
 	for _, u := range strings.Split(f.targets, ",") {
