@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -170,10 +171,15 @@ func (f checkFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	if c.HA() != nil {
 		internal = printFailovers(tl, ops, fs, res)
 	}
-	pausesTried := 0
+	pausesTried, failovers, failedDBFaults := 0, 0, 0
 	for _, ft := range fs {
-		if ft.Kind == "pause" {
+		switch {
+		case ft.Kind == "pause":
 			pausesTried++
+		case (ft.Kind == "failover" || ft.Kind == "standby-down") && ft.Error != "":
+			failedDBFaults++
+		case ft.Kind == "failover":
+			failovers++
 		}
 	}
 	printCheck(tl, res, f.history, pausesTried)
@@ -181,6 +187,10 @@ func (f checkFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	switch {
 	case !res.Valid:
 		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d violations", res.ViolationCount)}
+	case failedDBFaults > 0:
+		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d database faults did not complete: the HA cluster did not fail over or recover as it should", failedDBFaults)}
+	case slices.Contains(splitList(f.faults), "failover") && failovers == 0:
+		return &exitError{code: exitUnsafe, msg: "no failover was completed: make --duration longer"}
 	case internal > 0:
 		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d answers were 500 internal: every database failure must be database_unavailable or outcome_unknown", internal)}
 	case pausesTried > 0 && res.FenceRejected == 0:
