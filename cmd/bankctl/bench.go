@@ -139,7 +139,7 @@ func (f benchFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	}
 	tl.printf("money: every bench account's balance matches its ledger\n")
 	if c.HA() != nil {
-		return benchAlone(ctx, c, tl, cfg, res)
+		return benchAlone(ctx, c, tl, cfg)
 	}
 	return nil
 }
