@@ -122,6 +122,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "--scenarios", "cold"},
 		{"bench", "--strategies", "unsafe"},
 		{"bench", "--duration", "10ms"},
+		{"check", "--faults", "failover"},            // needs --ha
+		{"check", "--ha", "--faults", "db-restart"},  // one PostgreSQL's fault
+		{"check", "--ha", "--targets", "http://x:1"}, // --ha is an own cluster
 	} {
 		err := run(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
 		var exit *exitError
