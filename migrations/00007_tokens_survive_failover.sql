@@ -28,20 +28,31 @@
 CREATE FUNCTION lockmgr_next_token(p_floor bigint) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    v_token bigint := nextval('fencing_tokens');
-    v_floor bigint := greatest(p_floor, (SELECT max(token) FROM lease_grants));
+    v_floor bigint;
+    v_token bigint;
 BEGIN
+    -- The floor is read before the draw: every token committed by then was
+    -- drawn before ours, so in a sequence that never went back ours is
+    -- above it. Read after the draw, a grant that drew later but committed
+    -- first would make the floor pass our token, and trigger a repair for
+    -- nothing.
+    v_floor := greatest(p_floor, (SELECT max(token) FROM lease_grants));
+    v_token := nextval('fencing_tokens');
     FOR attempt IN 1..3 LOOP
         IF v_token > v_floor THEN
             RETURN v_token;
         END IF;
         -- The sequence went back. Repairs are serialised (lockmgr's class of
         -- two-key advisory locks, key 0: no resource's wait lock, which is
-        -- taken in sessions, never in transactions) and never move the
-        -- sequence back: last_value is the newest value any session drew.
+        -- taken in sessions, never in transactions) and move the sequence
+        -- well past both the floor and the newest value any session drew
+        -- (last_value): a grant drawing between that read and the setval
+        -- would need a thousand draws to meet the values drawn after it.
+        -- Should two grants still meet, lease_grants' primary key refuses
+        -- the second: a token is never granted twice.
         RAISE WARNING 'lockmgr: fencing_tokens drew %, not above the granted %: moving the sequence past it', v_token, v_floor;
         PERFORM pg_advisory_xact_lock(1818979687, 0);
-        PERFORM setval('fencing_tokens', greatest(v_floor, (SELECT last_value FROM fencing_tokens)));
+        PERFORM setval('fencing_tokens', greatest(v_floor, (SELECT last_value FROM fencing_tokens)) + 1000);
         v_token := nextval('fencing_tokens');
     END LOOP;
     RAISE EXCEPTION 'lockmgr: fencing_tokens keeps drawing tokens not above %', v_floor

@@ -223,4 +223,12 @@ var mutants = []mutant{
 			"        NULL;\n"}},
 		pkg: "lockmgr", tests: "^TestGrantCommitsSynchronously$",
 	},
+	{
+		name: "token-floor-after-draw",
+		what: "the token guard reads the granted tokens after its draw, and repairs a sequence that never went back",
+		edits: []edit{{"migrations/00007_tokens_survive_failover.sql",
+			"    v_floor := greatest(p_floor, (SELECT max(token) FROM lease_grants));\n    v_token := nextval('fencing_tokens');\n",
+			"    v_token := nextval('fencing_tokens');\n    v_floor := greatest(p_floor, (SELECT max(token) FROM lease_grants));\n"}},
+		pkg: "lockmgr", tests: "^TestGuardQuietUnderConcurrentGrants$",
+	},
 }
