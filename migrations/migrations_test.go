@@ -114,3 +114,52 @@ func Test00006(t *testing.T) {
 		}
 	})
 }
+
+// Test00007 checks that Down gives back 00006's function (no guard, no
+// lockmgr_next_token) and that Up brings the guard back.
+func Test00007(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := sql.Open("pgx", pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	p, err := migrations.NewProvider(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_proc WHERE proname = 'lockmgr_next_token'
+			OR (proname = 'lockmgr_try_acquire' AND prosrc LIKE '%lockmgr_next_token%')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := guard(); n != 2 {
+		t.Fatalf("after Up: %d of the guard's functions, want 2", n)
+	}
+	if _, err := p.DownTo(ctx, 6); err != nil {
+		t.Fatalf("down to 6: %v", err)
+	}
+	if n := guard(); n != 0 {
+		t.Fatalf("after Down: %d of the guard's functions left, want 0", n)
+	}
+	if !grant(t, db, grantOwned, "r:1", "alice") {
+		t.Fatal("grant after Down refused")
+	}
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if n := guard(); n != 2 {
+		t.Fatalf("after Up again: %d of the guard's functions, want 2", n)
+	}
+	if _, err := db.Exec(expire, "r:1"); err != nil {
+		t.Fatal(err)
+	}
+	if !grant(t, db, grantOwned, "r:1", "alice") {
+		t.Fatal("takeover after Up again refused")
+	}
+}

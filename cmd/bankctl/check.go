@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,13 +23,14 @@ type checkFlags struct {
 	history  string
 	plot     string
 	strategy string
+	ha       bool // set from the common --ha flag
 }
 
 func (f *checkFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.clients, "clients", 16, "concurrent clients")
 	fs.DurationVar(&f.duration, "duration", 30*time.Second, "how long the workload runs")
 	fs.IntVar(&f.accounts, "accounts", 8, "accounts the clients contend on")
-	fs.StringVar(&f.faults, "faults", "pause,kill,terminate,db-restart", "faults to inject, comma-separated: pause (SIGSTOP a node inside a lease withdrawal, past the lease TTL; its late write must be refused by the fence), kill (SIGKILL, then restart), terminate (pg_terminate_backend of bankd's sessions), db-restart (PostgreSQL immediate shutdown and restart); empty for none")
+	fs.StringVar(&f.faults, "faults", "pause,kill,terminate,db-restart", "faults to inject, comma-separated: pause (SIGSTOP a node inside a lease withdrawal, past the lease TTL; its late write must be refused by the fence), kill (SIGKILL, then restart), terminate (pg_terminate_backend of bankd's sessions), db-restart (PostgreSQL immediate shutdown and restart); with --ha: failover (kill the primary's keeper and postmaster, wait for the promotion, restart it as standby), standby-down (stop the standby, then kill the primary: no failover); empty for none")
 	fs.DurationVar(&f.every, "fault-every", 3*time.Second, "pause between faults")
 	fs.DurationVar(&f.timeout, "timeout", time.Second, "client timeout of half the clients, shorter than the pauses so that unknown outcomes really happen; the other half wait 5 times as long")
 	fs.StringVar(&f.strategy, "strategies", "row,lease", "withdrawal strategies to draw from; with unsafe or lease-nofence the check should find violations")
@@ -56,8 +58,17 @@ func (f checkFlags) validate() error {
 		}
 	}
 	for _, fault := range splitList(f.faults) {
-		if fault != "pause" && fault != "kill" && fault != "terminate" && fault != "db-restart" {
-			return usageError("--faults: %q is not one of pause, kill, terminate, db-restart", fault)
+		switch fault {
+		case "pause", "kill", "terminate", "db-restart":
+		case "failover", "standby-down":
+			if !f.ha {
+				return usageError("--faults %s needs --ha (the replicated PostgreSQL)", fault)
+			}
+		default:
+			return usageError("--faults: %q is not one of pause, kill, terminate, db-restart, failover, standby-down", fault)
+		}
+		if fault == "db-restart" && f.ha {
+			return usageError("--faults db-restart restarts the one PostgreSQL; with --ha use failover")
 		}
 	}
 	return nil
@@ -144,10 +155,31 @@ func (f checkFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 		}
 		tl.note("plot: %s", f.plot)
 	}
-	pausesTried := 0
+	if c.Own() {
+		// Tokens from the lock table's history: per resource strictly
+		// increasing, across every failover, and never granted twice.
+		grants, bad, err := history.CheckGrants(ctx, c.DatabaseURL())
+		if err != nil {
+			return trouble(err)
+		}
+		tl.note("lease_grants: %d grants checked", grants)
+		res.Violations = append(res.Violations, bad...)
+		res.ViolationCount += len(bad)
+		res.Valid = res.Valid && len(bad) == 0
+	}
+	internal := 0
+	if c.HA() != nil {
+		internal = printFailovers(tl, ops, fs, res)
+	}
+	pausesTried, failovers, failedDBFaults := 0, 0, 0
 	for _, ft := range fs {
-		if ft.Kind == "pause" {
+		switch {
+		case ft.Kind == "pause":
 			pausesTried++
+		case (ft.Kind == "failover" || ft.Kind == "standby-down") && ft.Error != "":
+			failedDBFaults++
+		case ft.Kind == "failover":
+			failovers++
 		}
 	}
 	printCheck(tl, res, f.history, pausesTried)
@@ -155,6 +187,12 @@ func (f checkFlags) run(ctx context.Context, c *cluster.Cluster, tl *timeline) e
 	switch {
 	case !res.Valid:
 		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d violations", res.ViolationCount)}
+	case failedDBFaults > 0:
+		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d database faults did not complete: the HA cluster did not fail over or recover as it should", failedDBFaults)}
+	case slices.Contains(splitList(f.faults), "failover") && failovers == 0:
+		return &exitError{code: exitUnsafe, msg: "no failover was completed: make --duration longer"}
+	case internal > 0:
+		return &exitError{code: exitUnsafe, msg: fmt.Sprintf("%d answers were 500 internal: every database failure must be database_unavailable or outcome_unknown", internal)}
 	case pausesTried > 0 && res.FenceRejected == 0:
 		// A fault that did not bite proves nothing: the pauses froze nodes
 		// inside leases, so a working fence must have refused their writes.
@@ -187,6 +225,10 @@ func inject(ctx context.Context, c *cluster.Cluster, r *history.Recorder, probeA
 	case "terminate":
 		ft.Node = ""
 		return c.TerminateSessions(ctx)
+	case "failover":
+		return failover(ctx, c, r, ft)
+	case "standby-down":
+		return standbyDown(ctx, c, r, ft)
 	}
 	return fmt.Errorf("unknown fault %q", ft.Kind)
 }

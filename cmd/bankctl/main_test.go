@@ -181,6 +181,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "--duration", "10ms"},
 		{"bench", "--metrics-cost", "--strategies", ""},
 		{"bench", "--scrape", "-1s"},
+		{"check", "--faults", "failover"},            // needs --ha
+		{"check", "--ha", "--faults", "db-restart"},  // one PostgreSQL's fault
+		{"check", "--ha", "--targets", "http://x:1"}, // --ha is an own cluster
 	} {
 		err := run(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
 		var exit *exitError

@@ -30,6 +30,7 @@ Examples:
   go run ./cmd/bankctl pause --client               # the same story through the lock API, as in the README
   go run ./cmd/bankctl pause --strategy row         # a node frozen inside a row lock: the row-lock TTL ends it
   go run ./cmd/bankctl crash
+  go run ./cmd/bankctl check --ha --faults failover --duration 90s   # kill the database's primary, again and again
   go run ./cmd/bankctl bench --out bench-results   # own single-node cluster; table, results.json, plots
   bankctl pause --targets http://127.0.0.1:8081,http://127.0.0.1:8082 --docker lockbank-node-a
 
@@ -40,6 +41,7 @@ Common flags:
   --lease-ttl D    own cluster: the nodes' lease TTL (default 2s), or auto (learned from their critical sections)
   --nodes N        own cluster: how many bankd nodes (up to 3; default: what the command needs)
   --pgbouncer      own cluster: the nodes reach PostgreSQL through a private PgBouncer (transaction mode)
+  --ha             own cluster on a replicated PostgreSQL (pg_auto_failover), with a multi-host URL
   --json           one JSON object per line (events, then the result) instead of text
 
 Exit codes: 0 the scenario showed what it promises; 1 a safe strategy was not safe, or a
@@ -74,6 +76,7 @@ type commonFlags struct {
 	autoTTL  bool
 	json     bool
 	bouncer  bool
+	ha       bool
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -95,6 +98,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.json, "json", false, "JSON Lines output")
 	fs.IntVar(&c.nodes, "nodes", c.nodes, "own cluster: how many bankd nodes (1 to 3; the scenarios use the first ones)")
 	fs.BoolVar(&c.bouncer, "pgbouncer", false, "own cluster: the nodes reach PostgreSQL through a private PgBouncer in transaction mode (needs the pgbouncer binary)")
+	fs.BoolVar(&c.ha, "ha", false, "own cluster: a replicated PostgreSQL (pg_auto_failover monitor, primary, synchronous standby; installed with apt-get when missing) under the nodes, which get a multi-host URL")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -138,6 +142,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if common.targets == "" && common.docker != "" {
 		return usageError("--docker goes with --targets")
 	}
+	if common.targets != "" && common.ha {
+		return usageError("--ha starts an own cluster; it does not go with --targets")
+	}
+	if check, ok := scenario.(*checkFlags); ok {
+		check.ha = common.ha
+	}
 	// Before any cluster starts: a typo should cost nothing.
 	if err := scenario.validate(); err != nil {
 		return err
@@ -170,7 +180,7 @@ var wrapTransport func(http.RoundTripper) http.RoundTripper
 // makes to them, or names the --targets.
 func openCluster(ctx context.Context, f commonFlags, tl *timeline, adjust func(*cluster.Options)) (*cluster.Cluster, error) {
 	if f.targets == "" {
-		o := cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, AutoTTL: f.autoTTL, PgBouncer: f.bouncer, Notef: tl.note, Transport: wrapTransport}
+		o := cluster.Options{Nodes: f.nodes, LeaseTTL: f.leaseTTL, AutoTTL: f.autoTTL, PgBouncer: f.bouncer, HA: f.ha, Notef: tl.note, Transport: wrapTransport}
 		if adjust != nil {
 			adjust(&o)
 		}

@@ -107,7 +107,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.metrics {
 		httpMetrics = web.NewMetrics()
 	}
-	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, pool.Ping, httpMetrics,
+	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, ready(pool), httpMetrics,
 		web.WithLive(liveHub, splitList(cfg.liveOrigins)))
 	if cfg.metrics {
 		registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))

@@ -24,6 +24,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockbank/lockbank/internal/hacluster"
 	"github.com/lockbank/lockbank/internal/pgbouncer"
 	"github.com/lockbank/lockbank/internal/pglocal"
 )
@@ -35,6 +36,7 @@ type Cluster struct {
 
 	own         bool
 	pg          *pglocal.Server
+	ha          *hacluster.Cluster
 	databaseURL string
 	cleanup     []func()
 }
@@ -54,6 +56,11 @@ type Options struct {
 	// --pooler and LISTEN on a direct connection (--listen-database-url).
 	// DatabaseURL stays the direct one.
 	PgBouncer bool
+	// HA puts the nodes on a replicated PostgreSQL (internal/hacluster: a
+	// pg_auto_failover monitor and two data nodes, installed from Debian's
+	// packages when missing) instead of one server, and gives them its
+	// multi-host URL.
+	HA bool
 	// Notef, if set, hears what is being started.
 	Notef func(format string, args ...any)
 	// Transport, if set, wraps each node's API client's transport (see
@@ -93,18 +100,29 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		if o.AutoTTL {
 			ttl = "learned (auto)"
 		}
-		o.Notef("starting an own cluster: PostgreSQL, %s (demo mode, lease TTL %s)", strings.Join(names, ", "), ttl)
+		db := "PostgreSQL"
+		if o.HA {
+			db = "PostgreSQL HA (pg_auto_failover: monitor, primary, synchronous standby)"
+		}
+		o.Notef("starting an own cluster: %s, %s (demo mode, lease TTL %s)", db, strings.Join(names, ", "), ttl)
 	}
 	// Room for three nodes' pools and bench's raw-SQL baseline at 256 clients.
-	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pgdata"), Settings: []string{"max_connections=400"}})
-	if err != nil {
-		return nil, fmt.Errorf("PostgreSQL for the own cluster: %w (or pass --targets)", err)
+	settings := []string{"max_connections=400"}
+	if o.HA {
+		if err := c.startHA(ctx, dir, settings, o.Notef); err != nil {
+			return nil, err
+		}
+	} else {
+		pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pgdata"), Settings: settings})
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL for the own cluster: %w (or pass --targets)", err)
+		}
+		c.cleanup = append(c.cleanup, func() { _ = pg.Stop(context.Background()) })
+		if err := pg.CreateDatabase(ctx, "lockbank"); err != nil {
+			return nil, err
+		}
+		c.pg, c.databaseURL = pg, pg.URL("lockbank")
 	}
-	c.cleanup = append(c.cleanup, func() { _ = pg.Stop(context.Background()) })
-	if err := pg.CreateDatabase(ctx, "lockbank"); err != nil {
-		return nil, err
-	}
-	c.pg, c.databaseURL = pg, pg.URL("lockbank")
 	wait := (o.LeaseTTL*3 + 2*time.Second).String()
 	demo := []string{"--unsafe-demo", "--lease-ttl", o.LeaseTTL.String(), "--lease-wait", wait,
 		// The row lock's lease is as long as the lease's, and a waiter waits it out.
@@ -179,6 +197,27 @@ func Connect(ctx context.Context, targets []string, docker string) (*Cluster, er
 	}
 	return c, nil
 }
+
+// startHA starts the replicated PostgreSQL of an HA cluster under dir.
+func (c *Cluster) startHA(ctx context.Context, dir string, settings []string, notef func(string, ...any)) error {
+	logf := notef
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if err := hacluster.Install(ctx, logf); err != nil {
+		return err
+	}
+	ha, err := hacluster.Start(ctx, hacluster.Options{Dir: filepath.Join(dir, "ha"), Settings: settings, Notef: notef})
+	if err != nil {
+		return fmt.Errorf("PostgreSQL HA for the own cluster: %w", err)
+	}
+	c.cleanup = append(c.cleanup, ha.Close)
+	c.ha, c.databaseURL = ha, ha.URL(hacluster.Database)
+	return nil
+}
+
+// HA is the own cluster's replicated PostgreSQL, or nil.
+func (c *Cluster) HA() *hacluster.Cluster { return c.ha }
 
 // Own reports whether the cluster is an own one (Start).
 func (c *Cluster) Own() bool { return c.own }

@@ -32,6 +32,9 @@ const (
 	// Fences and the ledger's history.
 	RuleFence      = "fence"       // fencing tokens never go down in ledger order
 	RuleAppendOnly = "append-only" // every ledger read is the beginning of the final ledger
+	// Grants (lease_grants, read from the database): per resource, tokens
+	// strictly increase in grant order, and no token is granted twice.
+	RuleGrantTokens = "grant-tokens"
 )
 
 // Check judges a history against the final accounts and returns

@@ -3,7 +3,7 @@ package history
 // Fault is one fault injected during a run, from its start to when it was
 // healed, in seconds since the run began.
 type Fault struct {
-	Kind  string  `json:"fault"` // pause, kill, terminate, db-restart
+	Kind  string  `json:"fault"` // pause, kill, terminate, db-restart, failover, standby-down
 	Node  string  `json:"node,omitempty"`
 	Start float64 `json:"start"`
 	End   float64 `json:"end"`
@@ -14,4 +14,9 @@ type Fault struct {
 	TokenFrozen int64  `json:"token_frozen,omitempty"`
 	TokenNewer  int64  `json:"token_newer,omitempty"`
 	LateWrite   string `json:"late_write,omitempty"` // "201" or the problem code
+	// A failover (or standby-down): the database node killed (Node is
+	// then that node), when the monitor had a new primary (0: none), and
+	// what the monitor said along the way.
+	Promoted float64 `json:"promoted,omitempty"`
+	Detail   string  `json:"detail,omitempty"`
 }

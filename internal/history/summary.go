@@ -8,17 +8,22 @@ import (
 
 // Summary is a run in numbers, and its verdict.
 type Summary struct {
-	Valid          bool           `json:"valid"`
-	Operations     int            `json:"operations"`
-	Outcomes       map[string]int `json:"outcomes"`
-	Codes          map[string]int `json:"codes"` // of every attempt that was not ok
-	Faults         map[string]int `json:"faults"`
-	FenceRejected  int            `json:"fence_rejections"` // attempts refused stale_fencing_token or lease_expired
-	PauseProbes    int            `json:"pause_probes"`     // pause faults that froze a node inside a lease
-	ProbesFenced   int            `json:"pause_probes_fenced"`
-	Retried        int            `json:"retried_writes"` // writes that took more than one attempt
-	Attempts       int            `json:"write_attempts"`
-	Replays        int            `json:"replays"` // attempts answered with the stored outcome of an earlier one
+	Valid         bool           `json:"valid"`
+	Operations    int            `json:"operations"`
+	Outcomes      map[string]int `json:"outcomes"`
+	Codes         map[string]int `json:"codes"` // of every attempt that was not ok
+	Faults        map[string]int `json:"faults"`
+	FenceRejected int            `json:"fence_rejections"` // attempts refused stale_fencing_token or lease_expired
+	PauseProbes   int            `json:"pause_probes"`     // pause faults that froze a node inside a lease
+	ProbesFenced  int            `json:"pause_probes_fenced"`
+	Retried       int            `json:"retried_writes"` // writes that took more than one attempt
+	Attempts      int            `json:"write_attempts"`
+	Replays       int            `json:"replays"` // attempts answered with the stored outcome of an earlier one
+	// Writes an attempt of which had an unknown outcome, by how they
+	// settled, and the 500s (see Unknowns); the write outage of every
+	// failover (see Outages).
+	Unknowns       map[string]int `json:"unknowns"`
+	Outages        []Outage       `json:"outages,omitempty"`
 	Violations     []Violation    `json:"violations"`
 	ViolationCount int            `json:"violation_count"`
 }
@@ -85,6 +90,8 @@ func Judge(ctx context.Context, api *client.Client, accounts []int64, ops []Op, 
 		finals = append(finals, final)
 	}
 	s := Summarize(ops, faults)
+	s.Unknowns = Unknowns(ops, finals)
+	s.Outages = Outages(ops, faults, "failover", "standby-down")
 	all := Check(ops, finals)
 	s.Valid, s.ViolationCount, s.Violations = len(all) == 0, len(all), all[:min(len(all), 10)]
 	return s, nil

@@ -53,6 +53,15 @@ func Classify(err error) Class {
 	if err == nil {
 		return Other
 	}
+	// pgconn says "conn closed" (pgconn.ErrConnClosed, marked safe to
+	// retry) both when a call finds the connection closed before sending
+	// anything and when it was closed after the statement was sent, while
+	// the answer was awaited: a COMMIT in flight when the primary died was
+	// seen to commit (and survive the failover) and fail so. So it is a lost
+	// session, whose callers know whether a commit was in flight.
+	if errors.Is(err, pgconn.ErrConnClosed) {
+		return SessionLost
+	}
 	var connErr *pgconn.ConnectError
 	if errors.As(err, &connErr) || pgconn.SafeToRetry(err) {
 		return Unavailable // no session, or nothing sent on it
