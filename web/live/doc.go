@@ -5,7 +5,7 @@
 // scenarios with real requests to bankd.
 //
 // The timeline comes from PostgreSQL, not from this process: triggers
-// (migration 00010) write a row to live_events in every transaction that
+// (migration 00008) write a row to live_events in every transaction that
 // opens an account, appends to the ledger or grants, renews or releases a
 // lease, whichever node ran it; refusals, which commit nothing, are written
 // by the node that refused (Live.Refused). Every node reads that table by id

@@ -11,7 +11,7 @@ import (
 	"github.com/lockbank/lockbank/lockmgr"
 )
 
-// TestTriggers: what commits writes its event (migration 00010), with the
+// TestTriggers: what commits writes its event (migration 00008), with the
 // tokens the timeline shows: a first grant, a renewal, a release, a grant
 // after the release, a takeover of a lease that ran out (old and new
 // token), an account's opening, and a batch of ledger entries written by
