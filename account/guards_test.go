@@ -82,6 +82,20 @@ func guardedPair(t *testing.T, opts Options, tracer pgx.QueryTracer) (a, b *Serv
 	return a, b, poolB, acct.ID
 }
 
+// keepLease gives s a kept lease of account id (as a batch with more work
+// behind it would leave), so that s's next lease withdrawal on it is a lease
+// batch — read, then a write guarded by the balance read — not the lone
+// pipeline, whose single statement checks the funds where it writes.
+func keepLease(t *testing.T, s *Service, id int64) {
+	t.Helper()
+	lease, err := s.locks.TryAcquire(context.Background(), LeaseResource(id), s.node, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sticky.idle = time.Minute
+	s.keep(id, lease)
+}
+
 // checkLedgerChain asserts invariant 1 on account id: each entry's balance
 // follows from the one before, from the opening balance to the balance.
 func checkLedgerChain(t *testing.T, pool *pgxpool.Pool, id int64) {
@@ -127,6 +141,7 @@ func TestLeaseBatchGuardsAgainstRowWriters(t *testing.T) {
 	t.Parallel()
 	tracer := &pauseBefore{match: "INSERT INTO ledger_entries"} // the write's pipeline, after the batch's read
 	a, b, pool, id := guardedPair(t, Options{LeaseWait: time.Minute}, tracer)
+	keepLease(t, a, id)
 	tracer.during = func() {
 		if _, err := b.Deposit(context.Background(), Change{AccountID: id, Amount: 50}); err != nil {
 			t.Errorf("deposit between the read and the write: %v", err)

@@ -153,6 +153,7 @@ func TestRetriesCountedByReason(t *testing.T) {
 		t.Parallel()
 		tracer := &pauseBefore{match: "INSERT INTO ledger_entries"} // the write's pipeline, after the batch's read
 		a, b, _, id := guardedPair(t, Options{LeaseWait: time.Minute}, tracer)
+		keepLease(t, a, id)
 		tracer.during = func() {
 			if _, err := b.Deposit(context.Background(), Change{AccountID: id, Amount: 50}); err != nil {
 				t.Errorf("deposit between the read and the write: %v", err)

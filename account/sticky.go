@@ -31,6 +31,7 @@ const stickyIdle = 50 * time.Millisecond
 type stickyLeases struct {
 	mu   sync.Mutex
 	kept map[int64]*keptLease
+	idle time.Duration // stickyIdle when 0; longer in tests that keep a lease by hand
 }
 
 type keptLease struct {
@@ -63,7 +64,11 @@ func (s *Service) keep(id int64, lease *lockmgr.Lease) {
 	if s.sticky.kept == nil {
 		s.sticky.kept = map[int64]*keptLease{}
 	}
-	k.idle = time.AfterFunc(stickyIdle, func() {
+	idle := s.sticky.idle
+	if idle == 0 {
+		idle = stickyIdle
+	}
+	k.idle = time.AfterFunc(idle, func() {
 		s.sticky.mu.Lock()
 		if s.sticky.kept[id] == k {
 			delete(s.sticky.kept, id)
