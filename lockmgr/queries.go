@@ -74,7 +74,14 @@ RETURNING ` + leaseColumns
 // of a release a crash could undo. Grants and renewals stay synchronous: a
 // lost grant or renewal would leave a holder believing in a lease the
 // database does not have. A cycle then waits for one flush, not two.
-const sqlRelease = `
+const sqlRelease = sqlReleased + `,
+       set_config('synchronous_commit', 'off', true) = 'off' AS lazy
+FROM released`
+
+// sqlReleased is what both releases share: the lease ended by its holder
+// (lease id and owner), and a waiter of another Manager told (the advisory
+// lock held means one registered: sqlRegisterWaiter).
+const sqlReleased = `
 WITH released AS (
     UPDATE leases
     SET expires_at = least(expires_at, clock_timestamp())
@@ -84,9 +91,7 @@ WITH released AS (
 SELECT token, was_live,
        CASE WHEN pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext(resource)) THEN false
             ELSE (SELECT true FROM pg_notify('` + notifyChannel + `', resource || ' ' || token))
-       END AS notified,
-       set_config('synchronous_commit', 'off', true) = 'off' AS lazy
-FROM released`
+       END AS notified`
 
 // A Manager with callers waiting for a resource holds this shared advisory
 // lock on its LISTEN session while they wait, so that releases of the
@@ -135,17 +140,7 @@ FOR SHARE`
 // sqlRelease inside the caller's transaction (InTxRelease): the same,
 // without making the transaction's commit asynchronous, since the caller's
 // own writes commit with it.
-const sqlReleaseInTx = `
-WITH released AS (
-    UPDATE leases
-    SET expires_at = least(expires_at, clock_timestamp())
-    WHERE resource = $1 AND lease_id = $2 AND owner IS NOT DISTINCT FROM $3
-    RETURNING resource, token, expires_at >= statement_timestamp() AS was_live
-)
-SELECT token, was_live,
-       CASE WHEN pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext(resource)) THEN false
-            ELSE (SELECT true FROM pg_notify('` + notifyChannel + `', resource || ' ' || token))
-       END AS notified
+const sqlReleaseInTx = sqlReleased + `
 FROM released`
 
 const sqlTokenIssuedFor = `SELECT EXISTS (SELECT 1 FROM lease_grants WHERE token = $1 AND resource = $2)`
