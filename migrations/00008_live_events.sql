@@ -8,6 +8,13 @@
 -- of PostgreSQL empties it) and pruned by every node after a few minutes.
 -- Its ids come from a logged sequence, so they keep rising across such a
 -- crash and a page that resumes with Last-Event-ID never sees an id twice.
+--
+-- Only sessions that ask write events: a bankd with its live page on
+-- connects with lockbank.live_events=on (live.WriteEvents). The triggers'
+-- WHEN reads that setting without calling their functions, so every other
+-- session — a bankd with --live=false or API keys, a lockmgr library user,
+-- an operator's psql — pays next to nothing for them (BENCHMARKS.md: the
+-- events cost bankd about 15% of its throughput when written).
 CREATE SEQUENCE live_event_ids AS bigint;
 
 CREATE UNLOGGED TABLE live_events (
@@ -43,7 +50,8 @@ $$;
 
 CREATE TRIGGER live_ledger_event
     AFTER INSERT ON ledger_entries
-    FOR EACH ROW EXECUTE FUNCTION live_ledger_event();
+    FOR EACH ROW WHEN (current_setting('lockbank.live_events', true) = 'on')
+    EXECUTE FUNCTION live_ledger_event();
 
 -- +goose StatementBegin
 CREATE FUNCTION live_account_event() RETURNS trigger
@@ -58,7 +66,8 @@ $$;
 
 CREATE TRIGGER live_account_event
     AFTER INSERT ON accounts
-    FOR EACH ROW EXECUTE FUNCTION live_account_event();
+    FOR EACH ROW WHEN (current_setting('lockbank.live_events', true) = 'on')
+    EXECUTE FUNCTION live_account_event();
 
 -- A lease row changes for a grant (a new token: the first, after a release,
 -- or a takeover of a lease that ran out), a renewal (same token, later
@@ -102,7 +111,8 @@ $$;
 
 CREATE TRIGGER live_lease_event
     AFTER UPDATE ON leases
-    FOR EACH ROW EXECUTE FUNCTION live_lease_event();
+    FOR EACH ROW WHEN (current_setting('lockbank.live_events', true) = 'on')
+    EXECUTE FUNCTION live_lease_event();
 
 -- +goose Down
 DROP TRIGGER live_lease_event ON leases;

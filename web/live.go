@@ -90,7 +90,7 @@ func liveOffDetail(keys bool) string {
 	if keys {
 		return "the live page shows every account, and its event stream carries no key: it is off while API keys are on"
 	}
-	return "this node serves no live data"
+	return "this node serves no live data (bankd --live=false)"
 }
 
 // allowOrigins lets the pages of the listed origins call this node's API

@@ -37,6 +37,7 @@ type config struct {
 	pprofAddr                string
 	metricsAddr              string
 	metrics                  bool
+	live                     bool
 	liveOrigins              string
 	apiKeysFile              string
 	// What is pruned, and when (invariant 12): idempotency records older
@@ -149,6 +150,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection stays open")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long in-flight requests may finish at shutdown")
 	fs.StringVar(&c.apiKeysFile, "api-keys-file", env("BANKD_API_KEYS_FILE", ""), "file of API keys (name role sha256:hex per line; see bankd apikey new); every /v1 request then needs one; empty: no keys [BANKD_API_KEYS_FILE]")
+	live := true
+	if getenv("BANKD_LIVE") != "" {
+		if live, err = envBool(getenv, "BANKD_LIVE"); err != nil {
+			return c, nil, err
+		}
+	}
+	fs.BoolVar(&c.live, "live", live, "serve the live page's data and write this node's live events (about 15% of throughput when on; off with API keys) [BANKD_LIVE]")
 	fs.StringVar(&c.liveOrigins, "live-origins", env("BANKD_LIVE_ORIGINS", ""), "comma-separated origins (http://host:port) of other nodes' live pages that may drive this node's API from a browser (CORS) [BANKD_LIVE_ORIGINS]")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", env("BANKD_METRICS_ADDR", ""), "serve /metrics on this address instead of --addr [BANKD_METRICS_ADDR]")
 	metrics := true
@@ -257,3 +265,14 @@ func envDuration(getenv func(string) string, name string, def time.Duration) (ti
 	}
 	return d, nil
 }
+
+// liveOn reports whether this node serves the live page's data: not with
+// --live=false, and not with API keys (the page shows every account, and
+// its event stream carries no key).
+func (c config) liveOn() bool { return c.live && c.apiKeysFile == "" }
+
+// writesLiveEvents reports whether this node's sessions write the live
+// page's events (live.WriteEvents): only when its page is on, since they
+// cost throughput, and not through a pooler, which refuses the setting at
+// connect.
+func (c config) writesLiveEvents() bool { return c.liveOn() && !c.pooler }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lockbank/lockbank/client"
 	"github.com/lockbank/lockbank/internal/pgtest"
 )
 
@@ -57,5 +59,49 @@ func TestLivePageAndShutdown(t *testing.T) {
 	case <-ended:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the live stream is still open after bankd stopped")
+	}
+}
+
+// TestLiveEventsOnlyWhenOn: a bankd with its live page on (the default)
+// writes its commits to live_events; with --live=false it writes none, and
+// its page's data answers 404 live_off: a node that does not show the page
+// does not pay for its events.
+func TestLiveEventsOnlyWhenOn(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name       string
+		args       []string
+		wantEvents bool
+		wantStatus int
+	}{
+		{"On", nil, true, http.StatusOK},
+		{"Off", []string{"--live=false"}, false, http.StatusNotFound},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			url := pgtest.URL(t)
+			b := startBankd(t, map[string]string{"DATABASE_URL": url, "BANKD_NODE": "live-" + tt.name}, tt.args...)
+			acct := createAccount(t, b.api, "alice", 100)
+			if res := withdraw(b.api, acct.ID, client.Withdrawal{Amount: 10}); res.status != http.StatusCreated {
+				t.Fatalf("withdrawal: %d %v", res.status, res.err)
+			}
+			var events int
+			pool := pgtest.Pool(t, url, "test")
+			if err := pool.QueryRow(context.Background(),
+				`SELECT count(*) FROM live_events WHERE account_id = $1 AND kind IN ('open', 'withdrawal')`, acct.ID).Scan(&events); err != nil {
+				t.Fatal(err)
+			}
+			if got := events == 2; got != tt.wantEvents || (!tt.wantEvents && events != 0) {
+				t.Fatalf("%d live events for the account's opening and withdrawal; want them written: %v", events, tt.wantEvents)
+			}
+			resp, err := http.Get(b.url + "/live/snapshot")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("GET /live/snapshot: %s, want %d", resp.Status, tt.wantStatus)
+			}
+		})
 	}
 }

@@ -97,18 +97,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.unsafeDemo {
 		logger.Warn("demo mode: the unsafe strategy and hold_ms are enabled; never use this node for real money")
 	}
-	// The live page's hub reads the timeline every node writes (package live).
-	liveHub := live.New(pool, live.Options{UnsafeDemo: cfg.unsafeDemo, LeaseTTL: cfg.leaseTTL, Logger: logger})
-	if err := liveHub.Start(ctx); err != nil {
-		return err
+	var (
+		serverOpts []web.Option
+		liveHub    *live.Live
+	)
+	if cfg.liveOn() {
+		// The live page's hub reads the timeline every node writes (package live).
+		liveHub = live.New(pool, live.Options{UnsafeDemo: cfg.unsafeDemo, LeaseTTL: cfg.leaseTTL, Logger: logger})
+		if err := liveHub.Start(ctx); err != nil {
+			return err
+		}
+		defer liveHub.Close()
+		serverOpts = append(serverOpts, web.WithLive(liveHub, splitList(cfg.liveOrigins)))
+		if !cfg.writesLiveEvents() {
+			logger.Warn("live page: behind a pooler this node writes no live events; the page shows other nodes' only")
+		}
 	}
-	defer liveHub.Close()
 	var httpMetrics *web.Metrics // nil: not counted (--metrics=false)
 	if cfg.metrics {
 		httpMetrics = web.NewMetrics()
 	}
-	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, ready(pool), httpMetrics,
-		web.WithLive(liveHub, splitList(cfg.liveOrigins)))
+	var handler http.Handler = web.NewServer(baseLogger, cfg.nodeName, accounts, locks, keys, ready(pool), httpMetrics, serverOpts...)
 	if cfg.metrics {
 		registry := newRegistry(locks.Collector(), accounts.Collector(), httpMetrics, poolmetrics.New(pool))
 		if autoTTL != nil {
@@ -132,9 +141,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:       cfg.idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	// Shutdown waits for connections to go idle, which a live event stream
-	// never does: end the streams as it begins.
-	srv.RegisterOnShutdown(liveHub.Close)
+	if liveHub != nil {
+		// Shutdown waits for connections to go idle, which a live event
+		// stream never does: end the streams as it begins.
+		srv.RegisterOnShutdown(liveHub.Close)
+	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -211,6 +222,9 @@ func openDatabase(ctx context.Context, cfg config, logger *slog.Logger) (*databa
 	// few seconds and a 503, not a hang until the client gives up.
 	pcfg.ConnConfig.ConnectTimeout = 3 * time.Second
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "bankd " + cfg.nodeName
+	if cfg.writesLiveEvents() {
+		live.WriteEvents(pcfg.ConnConfig)
+	}
 	if cfg.pooler {
 		// The pooler would refuse settings at connect, or give them to one
 		// server connection: they are set in each transaction instead

@@ -7,7 +7,8 @@
 // The timeline comes from PostgreSQL, not from this process: triggers
 // (migration 00008) write a row to live_events in every transaction that
 // opens an account, appends to the ledger or grants, renews or releases a
-// lease, whichever node ran it; refusals, which commit nothing, are written
+// lease, whichever node ran it, if its session asked to (WriteEvents: a
+// node with the page off pays nothing); refusals, which commit nothing, are written
 // by the node that refused (Live.Refused). Every node reads that table by id
 // (hub.go), so a page on node-a shows what node-b did, and the ids, drawn
 // from one sequence, mean the same on every node: a page that reconnects to
@@ -22,4 +23,5 @@
 //	hub.go       one poller per node   reads live_events by id, in order, and fans out
 //	stream.go    GET /live/events      one SSE stream per page: replay after Last-Event-ID, then live
 //	refusal.go   Live.Refused          a refused change, written as an event by the node that refused it
+//	events.go    WriteEvents           the session setting that turns the triggers on
 package live

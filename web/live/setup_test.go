@@ -53,6 +53,7 @@ func startNodes(t *testing.T, opts live.Options, names ...string) []*node {
 			t.Fatal(err)
 		}
 		cfg.ConnConfig.RuntimeParams["application_name"] = "bankd " + n.name // as bankd names its sessions
+		live.WriteEvents(cfg.ConnConfig)
 		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lockbank/lockbank/internal/pgtest"
 	"github.com/lockbank/lockbank/internal/wait"
 	"github.com/lockbank/lockbank/lockmgr"
@@ -18,7 +19,7 @@ import (
 // one transaction.
 func TestTriggers(t *testing.T) {
 	t.Parallel()
-	pool := pgtest.New(t)
+	pool := eventsPool(t)
 	ctx := context.Background()
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(locks.Close)
@@ -73,6 +74,62 @@ func TestTriggers(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("events:\n%q\nwant:\n%q", got, want)
 	}
+}
+
+// TestNoEventsWithoutTheSetting: a session that did not ask for live events
+// (a node with its page off, a lockmgr library user, psql) opens an
+// account, writes ledger entries and grants, renews, releases and takes
+// over a lease, and live_events stays empty: the triggers are off for it,
+// so it does not pay for them.
+func TestNoEventsWithoutTheSetting(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	locks := lockmgr.New(pool, lockmgr.Options{})
+	t.Cleanup(locks.Close)
+	first, err := locks.TryAcquire(ctx, "r:1", "node-a", lockmgr.MinTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := locks.Renew(ctx, "r:1", first.ID, lockmgr.MinTTL); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 5*time.Second, "a takeover of the lease that ran out", func() bool {
+		_, err = locks.TryAcquire(ctx, "r:1", "node-b", time.Minute)
+		return err == nil
+	})
+	var id int64
+	if err := pool.QueryRow(ctx, `INSERT INTO accounts (owner, balance, opening_balance) VALUES ('x', 10, 10) RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy)
+		VALUES ($1, 'deposit', 5, 15, 'row')`, id); err != nil {
+		t.Fatal(err)
+	}
+	var events int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM live_events`).Scan(&events); err != nil {
+		t.Fatal(err)
+	}
+	if events != 0 {
+		t.Fatalf("%d live events from a session without %s; want none", events, EventsSetting)
+	}
+}
+
+// eventsPool is a pool on a new test database whose sessions write live
+// events, as a bankd with its page on does.
+func eventsPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	WriteEvents(cfg.ConnConfig)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 func describe(e Event) string {
