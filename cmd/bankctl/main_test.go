@@ -199,7 +199,7 @@ func TestUsageErrors(t *testing.T) {
 // fence — and writes retried with their Idempotency-Key.
 func TestCheckUnderFaults(t *testing.T) {
 	t.Parallel()
-	res, _, err := bankctl(t, "check", "--duration", "12s", "--fault-every", "2s", "--clients", "12")
+	res, _, err := bankctl(t, "check", "--duration", "16s", "--fault-every", "2s", "--clients", "12")
 	if err != nil {
 		t.Fatalf("check: %v: %v", err, res["violations"])
 	}
