@@ -37,6 +37,11 @@ const benchTTL = 5 * time.Second
 // eight workers never queue for a connection.
 func benchManager(b *testing.B) (*lockmgr.Manager, *pgxpool.Pool, string) {
 	b.Helper()
+	return benchManagerWith(b, lockmgr.Options{})
+}
+
+func benchManagerWith(b *testing.B, opts lockmgr.Options) (*lockmgr.Manager, *pgxpool.Pool, string) {
+	b.Helper()
 	url := pgtest.URL(b)
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -48,7 +53,7 @@ func benchManager(b *testing.B) (*lockmgr.Manager, *pgxpool.Pool, string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
-	m := lockmgr.New(pool, lockmgr.Options{})
+	m := lockmgr.New(pool, opts)
 	b.Cleanup(m.Close)
 	return m, pool, url
 }
@@ -100,6 +105,15 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	})
 	b.Run("Parallel8", func(b *testing.B) {
 		m, _, _ := benchManager(b)
+		res := func(w int) string { return fmt.Sprintf("bench:p%d", w) }
+		for w := range 8 {
+			cycle(b, m, res(w), "w")
+		}
+		runWorkers(b, m, 8, res)
+	})
+	// Parallel8 with grants and releases sharing statements (and commits).
+	b.Run("Parallel8Combined", func(b *testing.B) {
+		m, _, _ := benchManagerWith(b, lockmgr.Options{CombineGrants: true})
 		res := func(w int) string { return fmt.Sprintf("bench:p%d", w) }
 		for w := range 8 {
 			cycle(b, m, res(w), "w")

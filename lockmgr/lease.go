@@ -118,34 +118,54 @@ func scanStatus(row pgx.CollectableRow) (Status, error) {
 // else a *HeldError naming the holder; and whether the grant took over a
 // lease that had run out.
 func collectAttempt(rows pgx.Rows) (*Lease, *HeldError, bool, error) {
-	type attempt struct {
-		granted bool
-		ranOut  bool
-		lease   Lease
-		leaseID *string // NULL when held: the holder's secret stays with it
-		now     time.Time
-	}
 	a, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (attempt, error) {
-		var (
-			a     attempt
-			ttlMS int64
-		)
-		l := &a.lease
-		err := row.Scan(&a.granted, &l.Resource, &l.Holder, &l.Token, &a.leaseID, &l.AcquiredAt, &l.ExpiresAt, &ttlMS, &a.now, &a.ranOut)
-		l.TTL = time.Duration(ttlMS) * time.Millisecond
+		var a attempt
+		err := row.Scan(a.dest()...)
 		return a, err
 	})
 	if err != nil {
 		return nil, nil, false, err
 	}
+	l, held, tookOver := a.result()
+	return l, held, tookOver, nil
+}
+
+// forEachAttempt reads the rows of sqlTryAcquireMany: each one's ordinality
+// into *ord, then the attempt as collectAttempt reads it, for fn.
+func forEachAttempt(rows pgx.Rows, ord *int64, fn func(*Lease, *HeldError, bool) error) error {
+	var a attempt
+	_, err := pgx.ForEachRow(rows, append([]any{ord}, a.dest()...), func() error {
+		b := a // a fresh lease per row
+		return fn(b.result())
+	})
+	return err
+}
+
+// attempt is one row of sqlTryAcquire.
+type attempt struct {
+	granted bool
+	ranOut  bool
+	lease   Lease
+	leaseID *string // NULL when held: the holder's secret stays with it
+	now     time.Time
+	ttlMS   int64
+}
+
+func (a *attempt) dest() []any {
+	l := &a.lease
+	return []any{&a.granted, &l.Resource, &l.Holder, &l.Token, &a.leaseID, &l.AcquiredAt, &l.ExpiresAt, &a.ttlMS, &a.now, &a.ranOut}
+}
+
+func (a *attempt) result() (*Lease, *HeldError, bool) {
+	a.lease.TTL = time.Duration(a.ttlMS) * time.Millisecond
 	if !a.granted {
 		// Held when we asked, even if released since: Remaining 0 then, so
 		// that Acquire asks again at once.
 		return nil, &HeldError{Resource: a.lease.Resource, Holder: a.lease.Holder, ExpiresAt: a.lease.ExpiresAt,
-			Remaining: max(0, a.lease.ExpiresAt.Sub(a.now))}, false, nil
+			Remaining: max(0, a.lease.ExpiresAt.Sub(a.now))}, false
 	}
 	if a.leaseID != nil {
 		a.lease.ID = *a.leaseID
 	}
-	return &a.lease, nil, a.ranOut, nil
+	return &a.lease, nil, a.ranOut
 }

@@ -37,6 +37,14 @@ type Options struct {
 	// this Manager), never on another process's release. New logs this
 	// once, since waits can then last a whole TTL longer.
 	NoListen bool
+	// CombineGrants lets concurrent TryAcquire and Acquire calls of this
+	// Manager for different resources share one statement, and so one
+	// commit and one WAL flush; releases likewise (combine.go). A call never
+	// waits for others to come: batches form only while a statement is in
+	// flight. The price: one transaction then writes the lease rows of
+	// several resources, which a deployment that shards resources across
+	// databases cannot do. Default: each call commits alone.
+	CombineGrants bool
 }
 
 // Manager grants, renews and releases leases in PostgreSQL. It is safe for
@@ -51,6 +59,9 @@ type Manager struct {
 	mu       sync.Mutex
 	lines    map[string]*line // Acquire calls waiting, per resource (queue.go)
 	connects int              // times the listener has connected (listening)
+
+	grants   *combiner[grantQ, grantA]     // nil unless Options.CombineGrants
+	releases *combiner[releaseQ, releaseA] // likewise
 }
 
 // New returns a Manager on pool, whose database must be migrated (package
@@ -83,6 +94,10 @@ func New(pool *pgxpool.Pool, opts Options) *Manager {
 		m.listener = newListener(opts.Listen, m.released, m.listening)
 	default:
 		m.listener = newListener(pool.Config().ConnConfig, m.released, m.listening)
+	}
+	if opts.CombineGrants {
+		m.grants = &combiner[grantQ, grantA]{key: func(q grantQ) string { return q.resource }, run: m.runGrants}
+		m.releases = &combiner[releaseQ, releaseA]{key: func(q releaseQ) string { return q.resource }, run: m.runReleases}
 	}
 	return m
 }
@@ -125,8 +140,8 @@ func (m *Manager) tryOnce(ctx context.Context, resource, holder, owner string, t
 		return nil, err
 	}
 	start := time.Now()
-	rows, _ := m.pool.Query(ctx, sqlTryAcquire, resource, holder, newLeaseID(), ttl.Milliseconds(), nullable(owner))
-	l, held, tookOver, err := collectAttempt(rows)
+	l, held, tookOver, err := m.attempt(ctx, grantQ{resource: resource, holder: holder, leaseID: newLeaseID(),
+		owner: owner, ttlMS: ttl.Milliseconds()})
 	switch {
 	case err == nil && held != nil:
 		return nil, held
@@ -147,7 +162,7 @@ func (m *Manager) tryOnce(ctx context.Context, resource, holder, owner string, t
 	// A fenced writer holds the lease row (CheckFence) longer than the
 	// session's lock_timeout: the lease is in use; say who has it, with no
 	// time left, so that Acquire tries again at once.
-	rows, _ = m.pool.Query(ctx, sqlHolder, resource)
+	rows, _ := m.pool.Query(ctx, sqlHolder, resource)
 	s, err := pgx.CollectExactlyOneRow(rows, scanStatus)
 	if err != nil {
 		return nil, dbError("acquire", resource, err, false)
@@ -314,11 +329,8 @@ func (m *Manager) releaseOnce(ctx context.Context, resource, leaseID, owner stri
 	if !ValidLeaseID(leaseID) {
 		return false, ErrNotHolder
 	}
-	var (
-		token                   int64
-		wasLive, notified, lazy bool
-	)
-	err = m.pool.QueryRow(ctx, sqlRelease, resource, leaseID, nullable(owner)).Scan(&token, &wasLive, &notified, &lazy)
+	a, err := m.releaseRow(ctx, releaseQ{resource: resource, leaseID: leaseID, owner: owner})
+	token, wasLive := a.token, a.wasLive
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, ErrNotHolder
 	}

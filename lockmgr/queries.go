@@ -190,3 +190,38 @@ WHERE token IN (
     ORDER BY g.granted_at
     LIMIT $2
     FOR UPDATE OF g SKIP LOCKED)`
+
+// sqlTryAcquire for many resources at once (Options.CombineGrants): one
+// statement, so one transaction and one WAL flush for all the grants. Each
+// row of the arrays (resource, holder, lease id, ttl ms, owner) is one call of
+// the same function, in order; the combiner never puts one resource in twice,
+// since the second call would see the first's row. ran_out reads the
+// statement's snapshot as in sqlTryAcquire.
+const sqlTryAcquireMany = `
+SELECT r.ord, a.granted, a.resource, a.holder, a.token, a.lease_id, a.acquired_at, a.expires_at, a.ttl_ms, a.db_now,
+       coalesce((SELECT p.expires_at >= p.acquired_at + p.ttl_ms * interval '1 millisecond'
+                 FROM leases p WHERE p.resource = r.resource), false) AS ran_out
+FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::text[])
+     WITH ORDINALITY AS r(resource, holder, lease_id, ttl_ms, owner, ord)
+CROSS JOIN LATERAL lockmgr_try_acquire(r.resource, r.holder, r.lease_id, r.ttl_ms, r.owner) AS a
+ORDER BY r.ord`
+
+// sqlRelease for many leases at once (Options.CombineGrants), each named by
+// resource, lease id and owner as there, in one transaction committed without
+// waiting for its flush, for the same reason; each released resource
+// notifies its waiters as there. The combiner never puts one resource in
+// twice. Returns one row per lease released, with its resource.
+const sqlReleaseMany = `
+WITH released AS (
+    UPDATE leases l
+    SET expires_at = least(l.expires_at, clock_timestamp())
+    FROM unnest($1::text[], $2::uuid[], $3::text[]) AS r(resource, lease_id, owner)
+    WHERE l.resource = r.resource AND l.lease_id = r.lease_id AND l.owner IS NOT DISTINCT FROM r.owner
+    RETURNING l.resource, l.token, l.expires_at >= statement_timestamp() AS was_live
+)
+SELECT resource, token, was_live,
+       CASE WHEN pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext(resource)) THEN false
+            ELSE (SELECT true FROM pg_notify('` + notifyChannel + `', resource || ' ' || token))
+       END AS notified,
+       set_config('synchronous_commit', 'off', true) = 'off' AS lazy
+FROM released`

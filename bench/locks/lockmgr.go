@@ -14,7 +14,21 @@ var Lockmgr = Impl{
 	Durable: true,
 	Fenced:  true,
 	Notes:   "lockmgr.New(pool, Options{}); Acquire with a 30 s lease; waiters wake on NOTIFY or at expiry",
-	Open:    openLockmgr,
+	Open: func(ctx context.Context, env Env) (Locker, error) {
+		return openLockmgr(ctx, env, lockmgr.Options{})
+	},
+}
+
+// LockmgrCombined is lockmgr with concurrent grants (and releases) of
+// different resources sharing one statement and commit.
+var LockmgrCombined = Impl{
+	Name:    "lockmgr-combined",
+	Durable: true,
+	Fenced:  true,
+	Notes:   "lockmgr.New(pool, Options{CombineGrants: true}); otherwise as lockmgr",
+	Open: func(ctx context.Context, env Env) (Locker, error) {
+		return openLockmgr(ctx, env, lockmgr.Options{CombineGrants: true})
+	},
 }
 
 type lockmgrLocker struct {
@@ -23,12 +37,12 @@ type lockmgrLocker struct {
 	holder string
 }
 
-func openLockmgr(ctx context.Context, env Env) (Locker, error) {
+func openLockmgr(ctx context.Context, env Env, opts lockmgr.Options) (Locker, error) {
 	pool, err := newPool(ctx, env.PostgresURL)
 	if err != nil {
 		return nil, err
 	}
-	m := lockmgr.New(pool, lockmgr.Options{})
+	m := lockmgr.New(pool, opts)
 	return &lockmgrLocker{
 		m:      m,
 		close:  func() { m.Close(); pool.Close() },

@@ -31,10 +31,13 @@ type Env struct {
 // Impl describes one implementation under test.
 type Impl struct {
 	Name    string
-	Durable bool   // a granted lock survives a database crash (a flushed commit)
-	Fenced  bool   // every grant carries a token that protected writes can check
-	Notes   string // how it is configured and how a waiter waits
-	Open    func(ctx context.Context, env Env) (Locker, error)
+	Durable bool // a granted lock survives a database crash (a flushed commit)
+	Fenced  bool // every grant carries a token that protected writes can check
+	// CommitsOnly: a baseline, not a lock (CommitLoop); no contended
+	// figure and no hand-off.
+	CommitsOnly bool
+	Notes       string // how it is configured and how a waiter waits
+	Open        func(ctx context.Context, env Env) (Locker, error)
 }
 
 // LeaseTTL is the lease of the lease-based implementations that let the
@@ -48,7 +51,7 @@ const MaxConns = 16
 // All lists the implementations in the order lockbench reports them; the
 // first is the baseline the ratios refer to.
 func All() []Impl {
-	return []Impl{PGLock, Lockmgr, AdvisorySession, AdvisoryXact, Redislock}
+	return []Impl{PGLock, Lockmgr, LockmgrCombined, CommitLoop, AdvisorySession, AdvisoryXact, Redislock}
 }
 
 // ByName finds an implementation in All.

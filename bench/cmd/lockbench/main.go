@@ -240,6 +240,9 @@ func measureAll(ctx context.Context, cfg config, env locks.Env, res *results, st
 	} {
 		for i := range cfg.slices {
 			each(fmt.Sprintf("%s %d/%d", m.name, i+1, cfg.slices), func(r *implResult, lk locks.Locker) {
+				if r.CommitsOnly && m.name == "contended" {
+					return // not a lock: nothing to contend for
+				}
 				// Fresh resources for every slice: a grant that the end of the
 				// last slice cut off mid-acquire may still be held.
 				phase := fmt.Sprintf("%s.%d", m.phase, i)
@@ -248,6 +251,9 @@ func measureAll(ctx context.Context, cfg config, env locks.Env, res *results, st
 		}
 	}
 	each("hand-off", func(r *implResult, lk locks.Locker) {
+		if r.CommitsOnly {
+			return
+		}
 		r.Handoff = measureHandoff(ctx, r.Name, lk, env, "bench."+r.Name+".handoff", cfg)
 	})
 }

@@ -52,6 +52,7 @@ type implResult struct {
 	Name        string  `json:"name"`
 	Durable     bool    `json:"durable"`
 	Fenced      bool    `json:"fenced"`
+	CommitsOnly bool    `json:"commits_only,omitempty"`
 	Notes       string  `json:"notes"`
 	Error       string  `json:"error,omitempty"`
 	Uncontended cycles  `json:"uncontended"`
@@ -74,7 +75,7 @@ func newResults(cfg config, pg postgresInfo) *results {
 	}
 	for _, name := range cfg.impls {
 		impl, _ := locks.ByName(name)
-		r.Impls = append(r.Impls, &implResult{Name: impl.Name, Durable: impl.Durable, Fenced: impl.Fenced, Notes: impl.Notes})
+		r.Impls = append(r.Impls, &implResult{Name: impl.Name, Durable: impl.Durable, Fenced: impl.Fenced, CommitsOnly: impl.CommitsOnly, Notes: impl.Notes})
 	}
 	return r
 }
@@ -114,6 +115,12 @@ func printTable(w io.Writer, res *results) {
 			continue
 		}
 		u, p, c, h := r.Uncontended, r.Parallel, r.Contended, r.Handoff
+		if r.CommitsOnly {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f%s\t%.0f%s\t(not a lock)\n", r.Name, yes(r.Durable), yes(r.Fenced),
+				u.CyclesPerSec, ratio(u.CyclesPerSec, func(b *implResult) float64 { return b.Uncontended.CyclesPerSec }),
+				p.CyclesPerSec, ratio(p.CyclesPerSec, func(b *implResult) float64 { return b.Parallel.CyclesPerSec }))
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f%s\t%.0f%s\t%.0f%s\t%.2f / %.2f, %d of %d\t%s%s\t%s\t%s\t%d\n",
 			r.Name, yes(r.Durable), yes(r.Fenced),
 			u.CyclesPerSec, ratio(u.CyclesPerSec, func(b *implResult) float64 { return b.Uncontended.CyclesPerSec }),

@@ -1,0 +1,221 @@
+package lockmgr_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockbank/lockbank/internal/pgtest"
+	"github.com/lockbank/lockbank/internal/wait"
+	"github.com/lockbank/lockbank/lockmgr"
+)
+
+// slowFirst counts the statements a pool sends and, once armed, holds the
+// next one back before sending it, so that the calls started meanwhile
+// queue behind a statement in flight — the moment a combiner batches.
+type slowFirst struct {
+	n     atomic.Int64
+	armed atomic.Bool
+}
+
+func (s *slowFirst) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	s.n.Add(1)
+	if s.armed.CompareAndSwap(true, false) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	return ctx
+}
+
+func (s *slowFirst) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// combining returns a Manager with CombineGrants on a fresh database, the
+// tracer on its pool, and a plain pool for looking.
+func combining(t *testing.T, configure func(*pgxpool.Config)) (*lockmgr.Manager, *slowFirst, *pgxpool.Pool) {
+	t.Helper()
+	url := pgtest.URL(t)
+	tr := &slowFirst{}
+	pool := newPool(t, url, func(c *pgxpool.Config) {
+		c.ConnConfig.Tracer = tr
+		c.MaxConns = 40
+		configure(c)
+	})
+	// No listener: its statements would go through the tracer too.
+	m := lockmgr.New(pool, lockmgr.Options{CombineGrants: true, NoListen: true})
+	t.Cleanup(m.Close)
+	return m, tr, newPool(t, url, func(*pgxpool.Config) {})
+}
+
+// together runs f(i) for i < n in goroutines released at once, with the
+// tracer armed, and returns how many statements they sent.
+func together(tr *slowFirst, n int, f func(i int)) int64 {
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			f(i)
+		})
+	}
+	before := tr.n.Load()
+	tr.armed.Store(true)
+	close(start)
+	wg.Wait()
+	tr.armed.Store(false)
+	return tr.n.Load() - before
+}
+
+// TestCombinedGrantsAndReleases: concurrent grants of different resources
+// share statements, each gets a distinct token and a lease the database
+// agrees with; their releases share statements too and release every one.
+func TestCombinedGrantsAndReleases(t *testing.T) {
+	t.Parallel()
+	m, tr, look := combining(t, func(*pgxpool.Config) {})
+	ctx := context.Background()
+	const n = 24
+	leases := make([]*lockmgr.Lease, n)
+	errs := make([]error, n)
+	stmts := together(tr, n, func(i int) {
+		leases[i], errs[i] = m.TryAcquire(ctx, fmt.Sprintf("res:c%d", i), fmt.Sprintf("h%d", i), time.Minute)
+	})
+	tokens := map[int64]bool{}
+	for i, l := range leases {
+		if errs[i] != nil {
+			t.Fatalf("grant %d: %v", i, errs[i])
+		}
+		if tokens[l.Token] {
+			t.Fatalf("token %d granted twice", l.Token)
+		}
+		tokens[l.Token] = true
+		s, err := lockmgr.New(look, lockmgr.Options{NoListen: true}).Get(ctx, l.Resource)
+		if err != nil || !s.Held || s.Token != l.Token || s.Holder != fmt.Sprintf("h%d", i) {
+			t.Fatalf("grant %d: %+v, database says %+v (%v)", i, l, s, err)
+		}
+		if err := pgx.BeginFunc(ctx, look, func(tx pgx.Tx) error {
+			return lockmgr.CheckFence(ctx, tx, l.Resource, l.Token)
+		}); err != nil {
+			t.Fatalf("grant %d: fence refuses its own token: %v", i, err)
+		}
+	}
+	if stmts >= n {
+		t.Fatalf("%d grants took %d statements: none shared", n, stmts)
+	}
+	t.Logf("%d grants in %d statements", n, stmts)
+
+	stmts = together(tr, n, func(i int) { errs[i] = m.Release(ctx, leases[i].Resource, leases[i].ID) })
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("release %d: %v", i, err)
+		}
+		if s, err := m.Get(ctx, leases[i].Resource); err != nil || s.Held {
+			t.Fatalf("release %d: still %+v (%v)", i, s, err)
+		}
+	}
+	if stmts >= n {
+		t.Fatalf("%d releases took %d statements: none shared", n, stmts)
+	}
+	t.Logf("%d releases in %d statements", n, stmts)
+}
+
+// TestCombinedSameResourceNotShared: requests for one resource never share a
+// statement: one holder among them, each asked alone; releasing one lease
+// from many goroutines at once succeeds for all (releasing twice is
+// harmless), which a shared statement would get wrong.
+func TestCombinedSameResourceNotShared(t *testing.T) {
+	t.Parallel()
+	m, tr, _ := combining(t, func(*pgxpool.Config) {})
+	ctx := context.Background()
+	const n = 8
+	var granted atomic.Int64
+	var lease atomic.Pointer[lockmgr.Lease]
+	errs := make([]error, n)
+	stmts := together(tr, n, func(i int) {
+		l, err := m.TryAcquire(ctx, "res:same", fmt.Sprintf("h%d", i), time.Minute)
+		switch {
+		case err == nil:
+			granted.Add(1)
+			lease.Store(l)
+		case !errors.Is(err, lockmgr.ErrHeld):
+			errs[i] = err
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if granted.Load() != 1 {
+		t.Fatalf("%d holders of one resource, want 1", granted.Load())
+	}
+	if stmts < n {
+		t.Fatalf("%d requests for one resource took %d statements: some shared one", n, stmts)
+	}
+	l := lease.Load()
+	stmts = together(tr, n, func(i int) { errs[i] = m.Release(ctx, "res:same", l.ID) })
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("releasing one lease %d times at once: %v", n, err)
+	}
+	if stmts < n {
+		t.Fatalf("%d releases of one lease took %d statements: some shared one", n, stmts)
+	}
+}
+
+// TestCombinedFailureStaysAlone: a request whose statement fails (its lease
+// row kept locked by a fenced writer past lock_timeout) does not fail the
+// requests it was batched with, grants or releases: they are asked again
+// alone.
+func TestCombinedFailureStaysAlone(t *testing.T) {
+	t.Parallel()
+	m, tr, look := combining(t, func(c *pgxpool.Config) { c.ConnConfig.RuntimeParams["lock_timeout"] = "300" })
+	ctx := context.Background()
+	const n = 8
+	res := func(i int) string { return fmt.Sprintf("res:f%d", i) }
+
+	// Resource 0: a lease with its row locked by a fenced write in flight.
+	fence := func(l *lockmgr.Lease) pgx.Tx {
+		tx, err := look.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback(ctx) })
+		if err := lockmgr.CheckFence(ctx, tx, l.Resource, l.Token); err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	short := mustAcquire(t, m, res(0), "old", 100*time.Millisecond)
+	tx := fence(short)
+	wait.Until(t, 10*time.Second, "the fenced lease to run out", func() bool {
+		s, err := m.Get(ctx, res(0))
+		return err == nil && !s.Held
+	})
+	leases := make([]*lockmgr.Lease, n)
+	errs := make([]error, n)
+	together(tr, n, func(i int) { leases[i], errs[i] = m.TryAcquire(ctx, res(i), "new", time.Minute) })
+	if !errors.Is(errs[0], lockmgr.ErrHeld) {
+		t.Fatalf("grant behind the fenced writer: %v, want ErrHeld", errs[0])
+	}
+	for i := 1; i < n; i++ {
+		if errs[i] != nil {
+			t.Fatalf("grant %d failed with its batch-mate: %v", i, errs[i])
+		}
+	}
+	_ = tx.Rollback(ctx)
+
+	// Releases: resource 0 held again, its row locked by a fenced write.
+	leases[0] = mustAcquire(t, m, res(0), "new", time.Minute)
+	fence(leases[0])
+	together(tr, n, func(i int) { errs[i] = m.Release(ctx, res(i), leases[i].ID) })
+	if !errors.Is(errs[0], lockmgr.ErrBusy) {
+		t.Fatalf("release behind the fenced writer: %v, want ErrBusy", errs[0])
+	}
+	for i := 1; i < n; i++ {
+		if errs[i] != nil {
+			t.Fatalf("release %d failed with its batch-mate: %v", i, errs[i])
+		}
+	}
+}
