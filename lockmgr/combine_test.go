@@ -219,3 +219,56 @@ func TestCombinedFailureStaysAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestCombinedReleaseOnlyByItsHolder: in a shared release statement, each
+// release still ends only its own lease — by lease id and by owner (API
+// key). A stale lease id of a resource granted again since, and the right
+// lease id under another owner, are refused (ErrNotHolder) and leave the
+// leases held, while their batch-mates release theirs.
+func TestCombinedReleaseOnlyByItsHolder(t *testing.T) {
+	t.Parallel()
+	m, tr, _ := combining(t, func(*pgxpool.Config) {})
+	ctx := context.Background()
+	alice, bob := m.As("alice"), m.As("bob")
+	const n = 8
+	leases := make([]*lockmgr.Lease, n)
+	for i := range n {
+		l, err := alice.TryAcquire(ctx, fmt.Sprintf("res:o%d", i), "h", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leases[i] = l
+	}
+	stale := leases[0]
+	if err := alice.Release(ctx, stale.Resource, stale.ID); err != nil {
+		t.Fatal(err)
+	}
+	newer, err := alice.TryAcquire(ctx, stale.Resource, "h", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, n)
+	stmts := together(tr, n, func(i int) {
+		switch i {
+		case 0:
+			errs[i] = alice.Release(ctx, stale.Resource, stale.ID)
+		case 1:
+			errs[i] = bob.Release(ctx, leases[i].Resource, leases[i].ID)
+		default:
+			errs[i] = alice.Release(ctx, leases[i].Resource, leases[i].ID)
+		}
+	})
+	if stmts >= n {
+		t.Fatalf("%d releases took %d statements: none shared", n, stmts)
+	}
+	for i, err := range errs {
+		if want := i < 2; want != errors.Is(err, lockmgr.ErrNotHolder) || (!want && err != nil) {
+			t.Fatalf("release %d: %v; want ErrNotHolder only for the stale lease id (0) and the other owner (1)", i, err)
+		}
+	}
+	for _, l := range []*lockmgr.Lease{newer, leases[1]} {
+		if s, err := m.Get(ctx, l.Resource); err != nil || !s.Held || s.Token != l.Token {
+			t.Fatalf("%s: %+v (%v); want the lease with token %d still held", l.Resource, s, err, l.Token)
+		}
+	}
+}

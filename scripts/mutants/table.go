@@ -160,6 +160,22 @@ var mutants = []mutant{
 		pkg: "lockmgr", tests: "^TestOwnerAloneRenewsAndReleases$",
 	},
 	{
+		name: "combined-release-any-id",
+		what: "a shared release statement ignores the lease id (CombineGrants)",
+		edits: []edit{{"lockmgr/queries.go",
+			"l.lease_id = r.lease_id",
+			"r.lease_id IS NOT NULL"}},
+		pkg: "lockmgr", tests: "^TestCombinedReleaseOnlyByItsHolder$",
+	},
+	{
+		name: "combined-release-other-owner",
+		what: "a shared release statement ignores which API key took the lease (CombineGrants)",
+		edits: []edit{{"lockmgr/queries.go",
+			"l.owner IS NOT DISTINCT FROM r.owner",
+			"r.owner IS NOT DISTINCT FROM r.owner"}},
+		pkg: "lockmgr", tests: "^TestCombinedReleaseOnlyByItsHolder$",
+	},
+	{
 		name: "account-access",
 		what: "a client key reaches any account",
 		edits: []edit{{"web/auth.go",
