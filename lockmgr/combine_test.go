@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
 	"github.com/lockbank/lockbank/internal/wait"
@@ -247,6 +248,9 @@ func TestCombinedReleaseOnlyByItsHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.Collector())
+	releasedBefore := count(t, reg, "lockbank_lock_releases_total", "result", "released")
 	errs := make([]error, n)
 	stmts := together(tr, n, func(i int) {
 		switch i {
@@ -270,5 +274,12 @@ func TestCombinedReleaseOnlyByItsHolder(t *testing.T) {
 		if s, err := m.Get(ctx, l.Resource); err != nil || !s.Held || s.Token != l.Token {
 			t.Fatalf("%s: %+v (%v); want the lease with token %d still held", l.Resource, s, err, l.Token)
 		}
+	}
+	// Each release of the shared statement is counted as its own, by result.
+	if got := count(t, reg, "lockbank_lock_releases_total", "result", "released") - releasedBefore; got != n-2 {
+		t.Errorf("released = %v, want %d", got, n-2)
+	}
+	if got := count(t, reg, "lockbank_lock_releases_total", "result", "not_holder"); got != 2 {
+		t.Errorf("not_holder = %v, want 2", got)
 	}
 }
