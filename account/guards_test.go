@@ -56,16 +56,7 @@ func (p *pauseBefore) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEn
 func guardedPair(t *testing.T, opts Options, tracer pgx.QueryTracer) (a, b *Service, pool *pgxpool.Pool, id int64) {
 	t.Helper()
 	url := pgtest.URL(t)
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Tracer = tracer
-	poolA, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(poolA.Close)
+	poolA := pgtest.Configured(t, url, func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = tracer })
 	poolB := pgtest.Pool(t, url, "node-b")
 	newNode := func(pool *pgxpool.Pool, name string) *Service {
 		locks := lockmgr.New(pool, lockmgr.Options{})

@@ -17,17 +17,8 @@ import (
 func TestLoneChangeIsOneStatement(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var counter statementCounter
-	cfg.ConnConfig.Tracer = &counter
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.Configured(t, pgtest.URL(t), func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = &counter })
 	s := NewService(pool, Options{})
 	a, err := s.Create(ctx, "alice", 100)
 	if err != nil {

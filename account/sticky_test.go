@@ -137,17 +137,8 @@ func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 func TestLoneLeaseWithdrawalIsOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var counter statementCounter
-	cfg.ConnConfig.Tracer = &counter
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.Configured(t, pgtest.URL(t), func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = &counter })
 	locks := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(locks.Close)
 	s := NewService(pool, Options{Locks: locks, Node: "node-a"})

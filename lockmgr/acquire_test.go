@@ -26,28 +26,12 @@ func (c *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.T
 
 func (c *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-// newPool opens a pool on url with its own settings.
-func newPool(t *testing.T, url string, configure func(*pgxpool.Config)) *pgxpool.Pool {
-	t.Helper()
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	configure(cfg)
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 // TestOneRoundTrip: TryAcquire is one statement whether it grants the first
 // lease, takes over an expired one or finds the lock held; Release is one.
 func TestOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	var counter queryCounter
-	pool := newPool(t, pgtest.URL(t), func(c *pgxpool.Config) { c.ConnConfig.Tracer = &counter })
+	pool := pgtest.Configured(t, pgtest.URL(t), func(c *pgxpool.Config) { c.ConnConfig.Tracer = &counter })
 	m := lockmgr.New(pool, lockmgr.Options{})
 	t.Cleanup(m.Close)
 	ctx := context.Background()
@@ -87,16 +71,16 @@ func TestOneRoundTrip(t *testing.T) {
 func TestHeldPathWritesNothing(t *testing.T) {
 	t.Parallel()
 	url := pgtest.URL(t)
-	writer := lockmgr.New(newPool(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
+	writer := lockmgr.New(pgtest.Configured(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
 	t.Cleanup(writer.Close)
-	reader := lockmgr.New(newPool(t, url, func(c *pgxpool.Config) {
+	reader := lockmgr.New(pgtest.Configured(t, url, func(c *pgxpool.Config) {
 		c.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	}), lockmgr.Options{})
 	t.Cleanup(reader.Close)
 	ctx := context.Background()
 
 	l := mustAcquire(t, writer, "res:ro", "a", time.Minute)
-	pool := newPool(t, url, func(*pgxpool.Config) {})
+	pool := pgtest.Configured(t, url, func(*pgxpool.Config) {})
 	var lastToken, logCount int64
 	if err := pool.QueryRow(ctx, `SELECT last_value, log_cnt FROM fencing_tokens`).Scan(&lastToken, &logCount); err != nil {
 		t.Fatal(err)
@@ -128,7 +112,7 @@ func TestHeldPathWritesNothing(t *testing.T) {
 func TestTryAcquireConcurrent(t *testing.T) {
 	t.Parallel()
 	url := pgtest.URL(t)
-	pool := newPool(t, url, func(c *pgxpool.Config) { c.MaxConns = 20 })
+	pool := pgtest.Configured(t, url, func(c *pgxpool.Config) { c.MaxConns = 20 })
 	const acquirers = 50
 	var (
 		mu      sync.Mutex
@@ -183,7 +167,7 @@ func TestTryAcquireConcurrent(t *testing.T) {
 // synchronously as before.
 func TestLazyReleaseStaysInItsTransaction(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t, pgtest.URL(t), func(c *pgxpool.Config) {
+	pool := pgtest.Configured(t, pgtest.URL(t), func(c *pgxpool.Config) {
 		c.MaxConns = 1 // one session: the release's and the SHOW's
 		c.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
 	})

@@ -42,7 +42,7 @@ func combining(t *testing.T, configure func(*pgxpool.Config)) (*lockmgr.Manager,
 	t.Helper()
 	url := pgtest.URL(t)
 	tr := &slowFirst{}
-	pool := newPool(t, url, func(c *pgxpool.Config) {
+	pool := pgtest.Configured(t, url, func(c *pgxpool.Config) {
 		c.ConnConfig.Tracer = tr
 		c.MaxConns = 40
 		configure(c)
@@ -50,7 +50,7 @@ func combining(t *testing.T, configure func(*pgxpool.Config)) (*lockmgr.Manager,
 	// No listener: its statements would go through the tracer too.
 	m := lockmgr.New(pool, lockmgr.Options{CombineGrants: true, NoListen: true})
 	t.Cleanup(m.Close)
-	return m, tr, newPool(t, url, func(*pgxpool.Config) {})
+	return m, tr, pgtest.Configured(t, url, func(*pgxpool.Config) {})
 }
 
 // together runs f(i) for i < n in goroutines released at once, with the

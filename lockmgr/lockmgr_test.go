@@ -594,11 +594,11 @@ func TestDeadlineComesFirst(t *testing.T) {
 func TestDatabaseFailuresAreNamed(t *testing.T) {
 	t.Parallel()
 	url := pgtest.URL(t)
-	m := lockmgr.New(newPool(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
+	m := lockmgr.New(pgtest.Configured(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
 	t.Cleanup(m.Close)
-	impatient := lockmgr.New(newPool(t, url, func(c *pgxpool.Config) { c.ConnConfig.RuntimeParams["lock_timeout"] = "100" }), lockmgr.Options{})
+	impatient := lockmgr.New(pgtest.Configured(t, url, func(c *pgxpool.Config) { c.ConnConfig.RuntimeParams["lock_timeout"] = "100" }), lockmgr.Options{})
 	t.Cleanup(impatient.Close)
-	readOnly := lockmgr.New(newPool(t, url, func(c *pgxpool.Config) {
+	readOnly := lockmgr.New(pgtest.Configured(t, url, func(c *pgxpool.Config) {
 		c.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	}), lockmgr.Options{})
 	t.Cleanup(readOnly.Close)
@@ -609,7 +609,7 @@ func TestDatabaseFailuresAreNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	writer, err := newPool(t, url, func(*pgxpool.Config) {}).Begin(ctx)
+	writer, err := pgtest.Configured(t, url, func(*pgxpool.Config) {}).Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,9 +52,9 @@ func TestReleaseNotifiesOnlyWaiters(t *testing.T) {
 	t.Parallel()
 	url := pgtest.URL(t)
 	heard := eavesdrop(t, url)
-	a := lockmgr.New(newPool(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
+	a := lockmgr.New(pgtest.Configured(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
 	t.Cleanup(a.Close)
-	waiterSide := lockmgr.New(newPool(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
+	waiterSide := lockmgr.New(pgtest.Configured(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
 	t.Cleanup(waiterSide.Close)
 	ctx := context.Background()
 
@@ -114,7 +114,7 @@ func TestHandoffAcrossManagersNeverStalls(t *testing.T) {
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for side := range 2 {
-		m := lockmgr.New(newPool(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
+		m := lockmgr.New(pgtest.Configured(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
 		t.Cleanup(m.Close)
 		wg.Go(func() {
 			<-start
@@ -149,11 +149,11 @@ func TestHandoffAcrossManagersNeverStalls(t *testing.T) {
 func TestWaiterSurvivesListenerLoss(t *testing.T) {
 	t.Parallel()
 	url := pgtest.URL(t)
-	holderSide := lockmgr.New(newPool(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
+	holderSide := lockmgr.New(pgtest.Configured(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
 	t.Cleanup(holderSide.Close)
-	waiterSide := lockmgr.New(newPool(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
+	waiterSide := lockmgr.New(pgtest.Configured(t, url, func(*pgxpool.Config) {}), lockmgr.Options{})
 	t.Cleanup(waiterSide.Close)
-	admin := newPool(t, url, func(*pgxpool.Config) {})
+	admin := pgtest.Configured(t, url, func(*pgxpool.Config) {})
 	ctx := context.Background()
 
 	l := mustAcquire(t, holderSide, "res:lost", "a", 30*time.Second)

@@ -19,19 +19,11 @@ func TestReadyNeedsAWritablePrimary(t *testing.T) {
 	url := pgtest.URL(t)
 	open := func(readOnly bool) *pgxpool.Pool {
 		t.Helper()
-		cfg, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if readOnly {
-			cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
-		}
-		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		return pool
+		return pgtest.Configured(t, url, func(cfg *pgxpool.Config) {
+			if readOnly {
+				cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+			}
+		})
 	}
 	ctx := context.Background()
 	if err := ready(open(false))(ctx); err != nil {

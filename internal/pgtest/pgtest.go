@@ -120,11 +120,21 @@ func New(t testing.TB) *pgxpool.Pool {
 // waits for what. The pool is closed when t ends.
 func Pool(t testing.TB, url, name string) *pgxpool.Pool {
 	t.Helper()
+	return Configured(t, url, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.RuntimeParams["application_name"] = name
+	})
+}
+
+// Configured returns a pool on the database at url (from URL) with the
+// settings configure makes to its config first (a tracer, a session
+// setting, a pool size). The pool is closed when t ends.
+func Configured(t testing.TB, url string, configure func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatalf("pgtest: pool: %v", err)
 	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = name
+	configure(cfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("pgtest: pool: %v", err)

@@ -48,17 +48,10 @@ func startNodes(t *testing.T, opts live.Options, names ...string) []*node {
 		nodes[i] = &node{name: name, srv: srv, URL: srv.URL}
 	}
 	for i, n := range nodes {
-		cfg, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.ConnConfig.RuntimeParams["application_name"] = "bankd " + n.name // as bankd names its sessions
-		live.WriteEvents(cfg.ConnConfig)
-		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
+		pool := pgtest.Configured(t, url, func(cfg *pgxpool.Config) {
+			cfg.ConnConfig.RuntimeParams["application_name"] = "bankd " + n.name // as bankd names its sessions
+			live.WriteEvents(cfg.ConnConfig)
+		})
 		locks := lockmgr.New(pool, lockmgr.Options{})
 		t.Cleanup(locks.Close)
 		accounts := account.NewService(pool, account.Options{UnsafeDemo: true, Locks: locks, Node: n.name,

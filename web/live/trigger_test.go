@@ -119,17 +119,7 @@ func TestNoEventsWithoutTheSetting(t *testing.T) {
 // events, as a bankd with its page on does.
 func eventsPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	WriteEvents(cfg.ConnConfig)
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return pgtest.Configured(t, pgtest.URL(t), func(cfg *pgxpool.Config) { WriteEvents(cfg.ConnConfig) })
 }
 
 func describe(e Event) string {
