@@ -51,25 +51,14 @@ func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcom
 	id := batch[0].change.AccountID
 	start := time.Now()
 	lt := &leaseTx{lease: s.takeKept(id), ttl: s.LeaseTTL()}
-	held := false
 	if lt.lease == nil && len(batch) == 1 && !s.moreLeaseWork(id) {
-		out, done, h := s.applyLoneLeased(ctx, batch[0])
-		if done {
+		if out, done := s.applyLoneLeased(ctx, batch[0]); done {
 			outs[0] = out
 			if s.autoTTL != nil && out.err == nil {
 				s.autoTTL.Observe(time.Since(start))
 			}
 			return nil
 		}
-		held = h
-	}
-	if held {
-		// Another holder: wait for the lease, then apply under it.
-		lease, err := s.takeLease(ctx, id, waitUntil)
-		if err != nil {
-			return err
-		}
-		lt.lease = lease
 	}
 	// A lease granted outside the batch's transaction (kept or waited for)
 	// is released here unless the batch ended it or kept it.

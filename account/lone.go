@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lockbank/lockbank/internal/pgerr"
-	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // applyLone tries a lone row change in one statement, one round trip: its
@@ -61,93 +60,40 @@ func (s *Service) applyLone(ctx context.Context, p *pending) (out outcome, done 
 	return outcome{}, false
 }
 
-// applyLoneLeased tries a lone lease withdrawal in one round trip, for an
+// applyLoneLeased tries a lone lease withdrawal in one statement, for an
 // account this node keeps no lease of and has no more lease work for (the
-// common case of many accounts): one pipeline grants the lease, applies
-// the change fenced by it (sqlApplyLoneLeased), releases the lease and
-// commits, so the lease costs no commit and no round trip of its own.
-// Whatever that cannot decide falls back to the lease batch (done false):
-// the lease held by another (held true: wait for it), no row (refused for
-// funds, or no such account), a statement error. A lost connection with
-// COMMIT sent leaves the outcome unknown.
-func (s *Service) applyLoneLeased(ctx context.Context, p *pending) (out outcome, done, held bool) {
+// common case of many accounts): the statement grants a lease for itself,
+// applies the change under its token and commits, the lease released with
+// it (sqlApplyLoneLeased), so the lease costs no statement, no commit and no
+// round trip of its own. Whatever it cannot decide falls back to the lease
+// batch (done false), which waits for a lease held by another and tells a
+// refusal for funds from a missing account; a statement error (a key's
+// stored outcome, a conflict) is decided there too. As with applyLone, its
+// failure changed nothing; only a lost session leaves its outcome unknown.
+func (s *Service) applyLoneLeased(ctx context.Context, p *pending) (out outcome, done bool) {
 	c := p.change
-	id := c.AccountID
-	conn, err := s.pool.Acquire(ctx)
+	grant, err := s.locks.GrantInStatement(LeaseResource(c.AccountID), s.node, s.LeaseTTL())
 	if err != nil {
-		return outcome{err: wrap(p.kind, err)}, true, false
+		return outcome{err: wrap(p.kind, err)}, true
 	}
-	defer conn.Release()
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	if s.txTimeouts.set() {
-		b.Queue(sqlSetTxTimeouts, s.txTimeouts.args()...)
-	}
-	b.Queue(sqlAccountMustExist, id)
-	grant, err := s.locks.QueueGrant(b, LeaseResource(id), s.node, s.LeaseTTL())
-	if err != nil {
-		return outcome{err: wrap(p.kind, err)}, true, false
-	}
-	b.Queue(sqlApplyLoneLeased, id, -c.Amount, p.kind, c.Amount, string(c.Strategy),
-		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, p.hash)), LeaseResource(id), grant.LeaseID())
-	release := grant.QueueRelease(b)
-	b.Queue("COMMIT")
-
-	br := conn.SendBatch(ctx, b)
-	_, err = br.Exec()
-	if err == nil && s.txTimeouts.set() {
-		_, err = br.Exec()
-	}
-	if err == nil {
-		_, err = br.Exec() // the account exists
-	}
-	var heldErr *lockmgr.HeldError
-	if err == nil {
-		_, err = grant.Read(br)
-		if errors.As(err, &heldErr) {
-			held, err = true, nil
-		}
-	}
-	var (
-		entry   Entry
-		applied bool
-	)
-	if err == nil {
-		rows, qerr := br.Query()
-		if err = qerr; err == nil {
-			entry, err = pgx.CollectExactlyOneRow(rows, scanEntry)
-			applied = err == nil
-			if errors.Is(err, pgx.ErrNoRows) {
-				err = nil
-			}
-		}
-	}
-	if err == nil {
-		if rerr := release.Read(br); rerr != nil && !errors.Is(rerr, lockmgr.ErrNotHolder) {
-			err = rerr
-		}
-	}
-	committing := err == nil
-	if err == nil {
-		_, err = br.Exec() // COMMIT
-	}
-	if closeErr := br.Close(); err == nil {
-		err = closeErr
-	}
+	args := append([]any{c.AccountID, -c.Amount, p.kind, c.Amount, string(c.Strategy),
+		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, p.hash))}, grant.Args()...)
+	rows, _ := s.pool.Query(ctx, sqlApplyLoneLeased, args...)
+	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
 	var pgErr *pgconn.PgError
-	switch {
-	case err == nil && applied:
-		release.Released()
-		return outcome{res: Result{Entry: entry}}, true, false
+	switch class := pgerr.Classify(err); {
 	case err == nil:
-		release.Released()
-		return outcome{}, false, held
-	case !errors.As(err, &pgErr) || (committing && sessionLost(err)):
-		// Lost with COMMIT sent: it may have run.
-		return outcome{err: wrap(p.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true, false
-	case pgerr.Classify(err) == pgerr.Unavailable, sessionLost(err):
-		return outcome{err: wrap(p.kind, err)}, true, false // not run: nothing happened
+		grant.Committed(*entry.FenceToken)
+		return outcome{res: Result{Entry: entry}}, true
+	case errors.Is(err, pgx.ErrNoRows):
+		return outcome{}, false
+	case class == pgerr.Unavailable, pgerr.LockNotAvailable(err):
+		return outcome{err: wrap(p.kind, err)}, true // not run, or failed: nothing happened
+	case class == pgerr.SessionLost, !errors.As(err, &pgErr):
+		return outcome{err: wrap(p.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
 	}
-	rollback(ctx, conn)
-	return outcome{}, false, false // a statement failed (a key's stored outcome, a conflict): the batch decides
+	if pgerr.Conflict(err) {
+		s.metrics.retried(err)
+	}
+	return outcome{}, false
 }

@@ -58,26 +58,25 @@ WITH account AS (
 )
 SELECT ` + entryColumns + ` FROM entry`
 
-// Before a lone lease withdrawal's grant: a missing account aborts its
-// pipeline (division by zero) so that no lease is made, and committed, in the
-// name of an account that does not exist; the batch path then says so.
-const sqlAccountMustExist = `SELECT 1 / (SELECT count(*)::int FROM accounts WHERE id = $1)`
-
-// The lone lease withdrawal (lone.go, applyLoneLeased): sqlApplyLone, fenced
-// by the lease granted just before it in the same transaction, named by the
-// lease id the grant asked for ($9; its token is not known yet). The lease
-// row must hold that id and be live by the database's clock: then it is the
-// newest grant, its token goes on the entry and the account, and the grant
-// keeps the row locked until COMMIT. No row: the grant found the lease held,
-// the funds refused it, or no such account; nothing was written.
+// The lone lease withdrawal (lone.go, applyLoneLeased) in one autocommitted
+// statement: sqlApplyLone under a lease for this statement alone
+// (lockmgr_grant_released, lockmgr/instatement.go; $8 to $11 its
+// arguments). The grant is asked for only when the account exists and its
+// funds suffice in the statement's snapshot, so that no lease is made, and
+// committed, in the name of an account that does not exist. The grant's
+// UPDATE locks the lease row until the statement commits: no newer grant can
+// come between it and the write, which carries its token onto the entry and
+// the account. No row: the lease was held by another (NULL token), the
+// funds refused it (read again after the account's row lock), or no such
+// account; nothing but a grant with no write under it was committed.
 const sqlApplyLoneLeased = `
 WITH lease AS (
-    SELECT token FROM leases
-    WHERE resource = $8 AND lease_id = $9 AND expires_at > clock_timestamp()
+    SELECT lockmgr_grant_released($8, $9, $10, $11) AS token
+    FROM accounts WHERE id = $1 AND balance + $2 >= 0
 ), account AS (
     UPDATE accounts
     SET balance = balance + $2, fence_token = greatest(fence_token, (SELECT token FROM lease)), updated_at = now()
-    WHERE id = $1 AND balance + $2 >= 0 AND EXISTS (SELECT 1 FROM lease)
+    WHERE id = $1 AND balance + $2 >= 0 AND (SELECT token FROM lease) IS NOT NULL
     RETURNING id, balance
 ), entry AS (
     INSERT INTO ledger_entries (account_id, kind, amount, balance_after, strategy, fence_token, idempotency_key, request_hash)
