@@ -163,3 +163,54 @@ func Test00007(t *testing.T) {
 		t.Fatal("takeover after Up again refused")
 	}
 }
+
+// Test00009 checks that Down removes the lease for one statement and gives
+// back 00008's lease events (a grant that ends with it is one event again),
+// and that Up brings both back.
+func Test00009(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := sql.Open("pgx", pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	p, err := migrations.NewProvider(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func() (functions, releaseCase int) {
+		t.Helper()
+		if err := db.QueryRow(`SELECT count(*) FILTER (WHERE proname = 'lockmgr_grant_released'),
+			count(*) FILTER (WHERE proname = 'live_lease_event' AND prosrc LIKE '%NEW.expires_at <= NEW.acquired_at%')
+			FROM pg_proc`).Scan(&functions, &releaseCase); err != nil {
+			t.Fatal(err)
+		}
+		return functions, releaseCase
+	}
+	if f, r := state(); f != 1 || r != 1 {
+		t.Fatalf("after Up: function %d, release case %d; want 1 and 1", f, r)
+	}
+	if _, err := p.DownTo(ctx, 8); err != nil {
+		t.Fatalf("down to 8: %v", err)
+	}
+	if f, r := state(); f != 0 || r != 0 {
+		t.Fatalf("after Down: function %d, release case %d; want 0 and 0", f, r)
+	}
+	if !grant(t, db, grantOwned, "r:9", "alice") {
+		t.Fatal("grant after Down refused")
+	}
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if f, r := state(); f != 1 || r != 1 {
+		t.Fatalf("after Up again: function %d, release case %d; want 1 and 1", f, r)
+	}
+	if _, err := db.Exec(expire, "r:9"); err != nil {
+		t.Fatal(err)
+	}
+	var token sql.NullInt64
+	if err := db.QueryRow(`SELECT lockmgr_grant_released('r:9', 'node', 5000, NULL)`).Scan(&token); err != nil || !token.Valid {
+		t.Fatalf("lease for one statement after Up again: %v (%v)", token, err)
+	}
+}

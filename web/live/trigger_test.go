@@ -16,7 +16,8 @@ import (
 // tokens the timeline shows: a first grant, a renewal, a release, a grant
 // after the release, a takeover of a lease that ran out (old and new
 // token), an account's opening, and a batch of ledger entries written by
-// one transaction.
+// one transaction; and a lease for one statement (00009), a grant and a
+// release in one update.
 func TestTriggers(t *testing.T) {
 	t.Parallel()
 	pool := eventsPool(t)
@@ -44,6 +45,17 @@ func TestTriggers(t *testing.T) {
 		third, err = locks.TryAcquire(ctx, "r:1", "node-c", time.Minute)
 		return err == nil
 	})
+	if err := locks.Release(ctx, "r:1", third.ID); err != nil {
+		t.Fatal(err)
+	}
+	g, err := locks.GrantInStatement("r:1", "node-d", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fourth int64
+	if err := pool.QueryRow(ctx, `SELECT lockmgr_grant_released($1, $2, $3, $4)`, g.Args()...).Scan(&fourth); err != nil {
+		t.Fatal(err)
+	}
 	var id int64
 	if err := pool.QueryRow(ctx, `INSERT INTO accounts (owner, balance, opening_balance) VALUES ('<i>x</i>', 10, 10) RETURNING id`).Scan(&id); err != nil {
 		t.Fatal(err)
@@ -67,6 +79,9 @@ func TestTriggers(t *testing.T) {
 		fmt.Sprintf("release r:1 node-a token %d", first.Token),
 		fmt.Sprintf("grant r:1 node-b token %d after %d", second.Token, first.Token),
 		fmt.Sprintf("takeover r:1 node-c token %d after %d", third.Token, second.Token),
+		fmt.Sprintf("release r:1 node-c token %d", third.Token),
+		fmt.Sprintf("grant r:1 node-d token %d after %d", fourth, third.Token),
+		fmt.Sprintf("release r:1 node-d token %d", fourth),
 		fmt.Sprintf("open account:%d <i>x</i> balance 10", id),
 		fmt.Sprintf("deposit account:%d 5 row balance 15 batch 2", id),
 		fmt.Sprintf("withdrawal account:%d 3 lease token 7 balance 12 batch 2", id),
@@ -79,7 +94,7 @@ func TestTriggers(t *testing.T) {
 // TestNoEventsWithoutTheSetting: a session that did not ask for live events
 // (a node with its page off, a lockmgr library user, psql) opens an
 // account, writes ledger entries and grants, renews, releases and takes
-// over a lease, and live_events stays empty: the triggers are off for it,
+// over a lease, grants a lease for one statement, and live_events stays empty: the triggers are off for it,
 // so it does not pay for them.
 func TestNoEventsWithoutTheSetting(t *testing.T) {
 	t.Parallel()
@@ -94,10 +109,22 @@ func TestNoEventsWithoutTheSetting(t *testing.T) {
 	if _, err := locks.Renew(ctx, "r:1", first.ID, lockmgr.MinTTL); err != nil {
 		t.Fatal(err)
 	}
+	var third *lockmgr.Lease
 	wait.Until(t, 5*time.Second, "a takeover of the lease that ran out", func() bool {
-		_, err = locks.TryAcquire(ctx, "r:1", "node-b", time.Minute)
+		third, err = locks.TryAcquire(ctx, "r:1", "node-b", time.Minute)
 		return err == nil
 	})
+	if err := locks.Release(ctx, "r:1", third.ID); err != nil {
+		t.Fatal(err)
+	}
+	g, err := locks.GrantInStatement("r:1", "node-d", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fourth int64
+	if err := pool.QueryRow(ctx, `SELECT lockmgr_grant_released($1, $2, $3, $4)`, g.Args()...).Scan(&fourth); err != nil {
+		t.Fatal(err)
+	}
 	var id int64
 	if err := pool.QueryRow(ctx, `INSERT INTO accounts (owner, balance, opening_balance) VALUES ('x', 10, 10) RETURNING id`).Scan(&id); err != nil {
 		t.Fatal(err)
