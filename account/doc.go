@@ -9,7 +9,7 @@
 // # Paths
 //
 // Deposit and Withdraw check a change and route it (change.go) down one of
-// five paths, which the files follow:
+// six paths, which the files follow:
 //
 //	change                                         path         file
 //	row change (a deposit, or a row withdrawal)
@@ -17,7 +17,11 @@
 //	  alone in its batch, with no Fencing-Token    lone         lone.go
 //	  queued behind others, with a Fencing-Token,
 //	  or left undecided by the lone statement      row batch    batch.go
-//	lease withdrawal without a hold                lease batch  lease.go, then batch.go
+//	lease withdrawal without a hold:
+//	  alone, on an account this node keeps no
+//	  lease of                                     lone lease   lone.go
+//	  queued behind others, kept, or left
+//	  undecided by the lone lease statement        lease batch  lease.go, then batch.go
 //	unsafe; row change with a hold                 demo         demo.go
 //	lease with a hold; lease-nofence               lease demo   demo.go, lease from lease.go
 //
@@ -26,6 +30,8 @@
 //
 //	path         round trips                                     commits  locks held
 //	lone         1: the statement                                1        row, from its UPDATE
+//	lone lease   1: the statement, its lease granted and         1        lease row, from the grant's
+//	                released inside it                                    UPDATE; row from the write
 //	row batch    2: [BEGIN, FOR UPDATE, keys] [writes, COMMIT]   1        row, from FOR UPDATE
 //	lease batch  2: [BEGIN, grant or kept lease's fence, read,   1        lease; lease row from the
 //	                keys] [writes, release if idle, COMMIT]               grant or fence; row from
@@ -57,6 +63,11 @@
 // idempotency record in the same statement. What it cannot decide — a
 // refusal, a stored outcome to replay, a missing account, an overflow, a
 // conflict — it leaves unwritten to a row batch of one: 1 + 2 round trips.
+// The lone lease statement is the same statement under a lease for itself
+// (lockmgr's GrantInStatement): granted, and released, by one update of the
+// lease row whose lock holds off any other grant until the statement
+// commits. A lease held by another node, or anything the lone statement
+// leaves undecided, goes to a lease batch of one.
 // A row batch is retried when PostgreSQL aborts it for concurrency alone. A
 // lease batch reads the balance without a lock and writes only if it is
 // still the one read: a row writer takes no lease and may have moved it, and

@@ -63,37 +63,76 @@ func (s *Service) applyLone(ctx context.Context, p *pending) (out outcome, done 
 // applyLoneLeased tries a lone lease withdrawal in one statement, for an
 // account this node keeps no lease of and has no more lease work for (the
 // common case of many accounts): the statement grants a lease for itself,
-// applies the change under its token and commits, the lease released with
-// it (sqlApplyLoneLeased), so the lease costs no statement, no commit and no
-// round trip of its own. Whatever it cannot decide falls back to the lease
-// batch (done false), which waits for a lease held by another and tells a
-// refusal for funds from a missing account; a statement error (a key's
-// stored outcome, a conflict) is decided there too. As with applyLone, its
-// failure changed nothing; only a lost session leaves its outcome unknown.
+// applies the change under its token, and the lease is released with its
+// commit (sqlApplyLoneLeased), so the lease costs no statement, no commit
+// and no round trip of its own. It is sent in one pipeline between BEGIN and
+// COMMIT (with the transaction's timeouts behind a pooler), so that a
+// session lost before COMMIT was sent certainly changed nothing. Whatever it
+// cannot decide falls back to the lease batch (done false), which waits for
+// a lease held by another and tells a refusal for funds from a missing
+// account; so does a statement error (a key's stored outcome, a conflict).
 func (s *Service) applyLoneLeased(ctx context.Context, p *pending) (out outcome, done bool) {
 	c := p.change
 	grant, err := s.locks.GrantInStatement(LeaseResource(c.AccountID), s.node, s.LeaseTTL())
 	if err != nil {
 		return outcome{err: wrap(p.kind, err)}, true
 	}
-	args := append([]any{c.AccountID, -c.Amount, p.kind, c.Amount, string(c.Strategy),
-		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, p.hash))}, grant.Args()...)
-	rows, _ := s.pool.Query(ctx, sqlApplyLoneLeased, args...)
-	entry, err := pgx.CollectExactlyOneRow(rows, scanEntry)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return outcome{err: wrap(p.kind, err)}, true
+	}
+	defer conn.Release()
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if s.txTimeouts.set() {
+		b.Queue(sqlSetTxTimeouts, s.txTimeouts.args()...)
+	}
+	b.Queue(sqlApplyLoneLeased, append([]any{c.AccountID, -c.Amount, p.kind, c.Amount, string(c.Strategy),
+		nullable(c.IdempotencyKey), nullable(hashIfKeyed(c, p.hash))}, grant.Args()...)...)
+	b.Queue("COMMIT")
+
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err == nil && s.txTimeouts.set() {
+		_, err = br.Exec()
+	}
+	var (
+		entry   Entry
+		applied bool
+	)
+	if err == nil {
+		rows, qerr := br.Query()
+		if err = qerr; err == nil {
+			entry, err = pgx.CollectExactlyOneRow(rows, scanEntry)
+			applied = err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = nil
+			}
+		}
+	}
+	committing := err == nil
+	if err == nil {
+		_, err = br.Exec() // COMMIT
+	}
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
 	var pgErr *pgconn.PgError
-	switch class := pgerr.Classify(err); {
-	case err == nil:
+	switch {
+	case err == nil && applied:
 		grant.Committed(*entry.FenceToken)
 		return outcome{res: Result{Entry: entry}}, true
-	case errors.Is(err, pgx.ErrNoRows):
-		return outcome{}, false
-	case class == pgerr.Unavailable, pgerr.LockNotAvailable(err):
-		return outcome{err: wrap(p.kind, err)}, true // not run, or failed: nothing happened
-	case class == pgerr.SessionLost, !errors.As(err, &pgErr):
+	case err == nil:
+		return outcome{}, false // held by another, refused for funds, or no such account
+	case !errors.As(err, &pgErr) || (committing && sessionLost(err)):
+		// Lost with COMMIT sent: it may have run.
 		return outcome{err: wrap(p.kind, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))}, true
+	case pgerr.Classify(err) == pgerr.Unavailable, sessionLost(err):
+		return outcome{err: wrap(p.kind, err)}, true // not run: nothing happened
 	}
 	if pgerr.Conflict(err) {
 		s.metrics.retried(err)
 	}
-	return outcome{}, false
+	rollback(ctx, conn)
+	return outcome{}, false // a statement failed (a key's stored outcome, a conflict): the batch decides
 }
