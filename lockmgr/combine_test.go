@@ -188,7 +188,9 @@ func TestCombinedFailureStaysAlone(t *testing.T) {
 		}
 		return tx
 	}
-	short := mustAcquire(t, m, res(0), "old", 100*time.Millisecond)
+	// Long enough for the fence to find it live on a loaded machine (it
+	// failed so at 100 ms), short enough to run out while the fence waits.
+	short := mustAcquire(t, m, res(0), "old", time.Second)
 	tx := fence(short)
 	wait.Until(t, 10*time.Second, "the fenced lease to run out", func() bool {
 		s, err := m.Get(ctx, res(0))
