@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // A grant request and its answer as sqlTryAcquire gives them (collectAttempt).
@@ -29,9 +30,27 @@ func (m *Manager) attempt(ctx context.Context, q grantQ) (*Lease, *HeldError, bo
 	return a.lease, a.held, a.tookOver, err
 }
 
-func (m *Manager) attemptAlone(ctx context.Context, q grantQ) (*Lease, *HeldError, bool, error) {
-	rows, _ := m.pool.Query(ctx, sqlTryAcquire, q.resource, q.holder, q.leaseID, q.ttlMS, nullable(q.owner))
-	return collectAttempt(rows)
+// attemptAlone is one grant statement. A grant whose token another grant
+// recorded first (lease_grants' key: only after the sequence went back, when
+// two grants drew the same value before either committed; see
+// lockmgr_next_token) changed nothing, and is asked again: it draws anew,
+// above the other's now committed token.
+func (m *Manager) attemptAlone(ctx context.Context, q grantQ) (l *Lease, held *HeldError, tookOver bool, err error) {
+	for range 3 {
+		rows, _ := m.pool.Query(ctx, sqlTryAcquire, q.resource, q.holder, q.leaseID, q.ttlMS, nullable(q.owner))
+		l, held, tookOver, err = collectAttempt(rows)
+		if !tokenTaken(err) {
+			break
+		}
+	}
+	return l, held, tookOver, err
+}
+
+// tokenTaken reports whether err is lease_grants refusing a token recorded
+// already.
+func tokenTaken(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "lease_grants_pkey"
 }
 
 // runGrants is the grant combiner's statement: one for a lone request, the
