@@ -74,8 +74,8 @@ func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcom
 		var held *lockmgr.HeldError
 		switch {
 		case err == nil:
-			if s.sticky.committed != nil {
-				s.sticky.committed(lt.released)
+			if s.sticky.committed != nil && lt.lease != nil {
+				s.sticky.committed(lt.lease.Token, lt.released)
 			}
 			if s.autoTTL != nil {
 				s.autoTTL.Observe(time.Since(start))
