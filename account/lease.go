@@ -74,6 +74,9 @@ func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcom
 		var held *lockmgr.HeldError
 		switch {
 		case err == nil:
+			if s.sticky.committed != nil && lt.lease != nil {
+				s.sticky.committed(lt.lease.Token, lt.released)
+			}
 			if s.autoTTL != nil {
 				s.autoTTL.Observe(time.Since(start))
 			}
