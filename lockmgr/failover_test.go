@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lockbank/lockbank/lockmgr"
 )
 
 // TestTokensAboveASequenceThatWentBack: the fencing_tokens sequence is set
@@ -152,5 +154,51 @@ func TestGuardQuietUnderConcurrentGrants(t *testing.T) {
 	}
 	if lastValue > grants+100 {
 		t.Fatalf("the sequence is at %d after %d grants: the guard repaired a sequence that never went back", lastValue, grants)
+	}
+}
+
+// TestGrantDrawsAgainWhenItsTokenWasTaken: after the sequence went back, two
+// grants can draw the same token before either commits (neither sees the
+// other's in the guard's floor); lease_grants' key refuses the second, which
+// then draws again rather than failing. The first is played here by a
+// transaction that records the next token and commits once the grant waits
+// on it.
+func TestGrantDrawsAgainWhenItsTokenWasTaken(t *testing.T) {
+	t.Parallel()
+	m, b := setup(t)
+	mustAcquire(t, m, "res:drawn", "before", time.Minute)
+	var next int64
+	if err := b.pool.QueryRow(b.ctx, `SELECT last_value + 1 FROM fencing_tokens`).Scan(&next); err != nil {
+		t.Fatal(err)
+	}
+	rival, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rival.Rollback(b.ctx) }()
+	if _, err := rival.Exec(b.ctx, `INSERT INTO lease_grants (token, resource, holder, granted_at) VALUES ($1, 'res:rival', 'rival', now())`, next); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		l   *lockmgr.Lease
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		l, err := m.TryAcquire(b.ctx, "res:drawing", "after", time.Minute)
+		got <- answer{l, err}
+	}()
+	eventually(t, "the grant waiting on the rival's token", func() bool {
+		var waiting bool
+		err := b.pool.QueryRow(b.ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%lockmgr_try_acquire%')`).Scan(&waiting)
+		return err == nil && waiting
+	})
+	if err := rival.Commit(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := <-got
+	if a.err != nil || a.l.Token <= next {
+		t.Fatalf("grant after its token %d was taken: %+v, %v; want a token above it", next, a.l, a.err)
 	}
 }
