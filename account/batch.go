@@ -65,6 +65,7 @@ type batchPlan struct {
 	// the lease ends in this batch's commit (sticky.go).
 	lease    *lockmgr.Lease
 	release  bool
+	wanted   bool // another node waits for the lease
 	locks    *lockmgr.Manager
 	released *lockmgr.InTxRelease
 }
@@ -110,6 +111,7 @@ func (s *Service) runBatch(ctx context.Context, batch []*pending, outs []outcome
 	}
 	if err == nil && lt != nil {
 		lt.released = plan.released != nil
+		lt.yielded = lt.released && plan.wanted
 	}
 	return err
 }
@@ -144,6 +146,9 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 				return nil, err
 			}
 			lt.grant = g
+			// Asked even when the grant finds the lease held: a pipeline's
+			// results are read in order.
+			lt.wanted = s.locks.QueueWanted(b, LeaseResource(id))
 		} else {
 			lt.fence = s.locks.QueueFence(b, lt.lease)
 		}
@@ -169,6 +174,10 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 		var lerr error
 		if lt.grant != nil {
 			lt.lease, lerr = lt.grant.Read(br)
+			var werr error
+			if wanted, werr = lt.wanted.Read(br); werr != nil && lerr == nil {
+				lerr = werr
+			}
 		} else {
 			wanted, lerr = lt.fence.Read(br)
 		}
@@ -218,6 +227,7 @@ func (s *Service) readBatch(ctx context.Context, conn *pgxpool.Conn, batch []*pe
 		// Keep the lease for the next batch only while there is one, nobody
 		// else waits for it, and it has time left; else it ends with this
 		// transaction's commit.
+		plan.wanted = wanted
 		plan.release = wanted || !s.moreLeaseWork(id) || time.Until(lt.lease.Deadline()) < lt.lease.TTL/2
 	}
 	fences := map[int64]error{}

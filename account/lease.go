@@ -51,6 +51,9 @@ func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcom
 	id := batch[0].change.AccountID
 	start := time.Now()
 	lt := &leaseTx{lease: s.takeKept(id), ttl: s.LeaseTTL()}
+	if lt.lease == nil {
+		s.afterYield(ctx, id)
+	}
 	if lt.lease == nil && len(batch) == 1 && !s.moreLeaseWork(id) {
 		if out, done := s.applyLoneLeased(ctx, batch[0]); done {
 			outs[0] = out
@@ -83,6 +86,9 @@ func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcom
 			if !lt.released && lt.lease != nil {
 				s.keep(id, lt.lease)
 				committed = nil // kept: not released here
+			}
+			if lt.yielded {
+				s.yielded(id)
 			}
 			return nil
 		case errors.As(err, &held) && committed == nil:

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
@@ -83,13 +85,19 @@ func TestStickyLease(t *testing.T) {
 // TestStickyLeaseYieldsToWaiter: node-a keeps an account's lease under
 // continuous load (TTL a minute); node-b's withdrawal registers as a waiter,
 // node-a's next batch sees it through the database and gives the lease up in
-// its commit, and node-b gets it within a moment, not a TTL.
+// its commit, and node-b gets it within a moment, not a TTL — and gets that
+// very release: node-a, whose next batch is ready at once, pauses before
+// asking again (yieldPause), so between two of node-b's grants node-a is
+// granted the lease once (after node-b's release), not again and again.
 func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 	t.Parallel()
 	url := pgtest.URL(t)
 	var batchesA, batchesB atomic.Int64
 	nodeA := stickyNode(t, url, "node-a", &batchesA)
 	nodeB := stickyNode(t, url, "node-b", &batchesB)
+	// Longer than yieldPause, so that node-b's wake-up wins on a loaded
+	// machine too: what is tested is that node-a lets it go first.
+	nodeA.sticky.pause = 100 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, err := nodeA.Create(ctx, "alice", 1_000_000)
@@ -113,6 +121,10 @@ func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 		return err == nil && s.Held && s.Holder == "node-a" && batchesA.Load() > 20
 	})
 	for i := range 5 {
+		wait.Until(t, 10*time.Second, "node-a keeping the lease again", func() bool {
+			s, err := nodeA.locks.Get(context.Background(), LeaseResource(a.ID))
+			return err == nil && s.Held && s.Holder == "node-a"
+		})
 		start := time.Now()
 		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		res, err := nodeB.Withdraw(wctx, Change{AccountID: a.ID, Amount: 1, Strategy: StrategyLease})
@@ -127,6 +139,24 @@ func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 			t.Fatal("node-b's entry has no token")
 		}
 		t.Logf("node-b's withdrawal %d took %s", i, time.Since(start))
+	}
+	rows, _ := nodeA.pool.Query(context.Background(), `SELECT holder FROM lease_grants WHERE resource = $1 ORDER BY token`, LeaseResource(a.ID))
+	holders, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gaps []int // node-a's grants between two of node-b's
+	last := -1
+	for i, h := range holders {
+		if h == "node-b" {
+			if last >= 0 {
+				gaps = append(gaps, i-last-1)
+			}
+			last = i
+		}
+	}
+	if len(gaps) != 4 || slices.ContainsFunc(gaps, func(n int) bool { return n != 1 }) {
+		t.Fatalf("node-a's grants between node-b's: %v; want 4 gaps of 1 (more: node-a took the lease back after giving it up to node-b)", gaps)
 	}
 }
 

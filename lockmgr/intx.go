@@ -110,6 +110,26 @@ func (f *InTxFence) Read(br pgx.BatchResults) (wanted bool, err error) {
 	return false, ErrTokenMismatch
 }
 
+// InTxWanted asks, in a caller's transaction, whether another Manager waits
+// for a resource.
+type InTxWanted struct{}
+
+// QueueWanted queues, behind a grant in the same pipeline, the question
+// whether another Manager waits for resource (its waiters' registration, as
+// QueueFence asks it): a holder that would keep the lease past its
+// transaction gives it up instead. A waiter registering after it waits for
+// the caller's commit, and is seen by the holder's next fence.
+func (m *Manager) QueueWanted(b *pgx.Batch, resource string) *InTxWanted {
+	b.Queue(sqlWanted, resource)
+	return &InTxWanted{}
+}
+
+// Read reads the answer.
+func (w *InTxWanted) Read(br pgx.BatchResults) (wanted bool, err error) {
+	err = br.QueryRow().Scan(&wanted)
+	return wanted, err
+}
+
 // InTxRelease is a release queued in a caller's transaction.
 type InTxRelease struct {
 	m       *Manager

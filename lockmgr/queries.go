@@ -137,6 +137,11 @@ SELECT token, expires_at > clock_timestamp(), NOT pg_try_advisory_xact_lock(` + 
 FROM leases WHERE resource = $1
 FOR SHARE`
 
+// Whether another Manager waits for a resource, asked right after a grant
+// in the holder's transaction (InTxWanted): the same try-lock as
+// sqlFenceWanted's, held until the caller's commit when it succeeds.
+const sqlWanted = `SELECT NOT pg_try_advisory_xact_lock(` + waitLockClass + `, hashtext($1))`
+
 // sqlRelease inside the caller's transaction (InTxRelease): the same,
 // without making the transaction's commit asynchronous, since the caller's
 // own writes commit with it.
