@@ -11,11 +11,13 @@ import (
 // Sticky leases: a node keeps an account's lease from one lease batch to
 // the next while it has more lease work queued for the account, and gives
 // it up in the commit of the batch after which it has none, or as soon as
-// another node waits for it (its waiters' registration, which the fence
-// reads in the batch's transaction). The grant and the release ride in the
-// batch's own transaction (lockmgr's QueueGrant and QueueRelease), so a
-// batch on an account nobody else wants costs one transaction and one
-// commit, like a row batch; a kept lease saves the next batch its grant.
+// another node waits for it (its waiters' registration, which the fence,
+// or the question behind a grant, reads in the batch's transaction), and
+// then lets the waiter ask first (yieldPause). The grant and the release
+// ride in the batch's own transaction (lockmgr's QueueGrant and
+// QueueRelease), so a batch on an account nobody else wants costs one
+// transaction and one commit, like a row batch; a kept lease saves the next
+// batch its grant.
 //
 // Every write is still fenced by the lease's token in its transaction; a
 // kept lease is used only while more than half of its TTL is left by the
