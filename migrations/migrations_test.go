@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
 	"github.com/lockbank/lockbank/migrations"
@@ -120,15 +121,7 @@ func Test00006(t *testing.T) {
 func Test00007(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, err := sql.Open("pgx", pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	p, err := migrations.NewProvider(db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, p := migrated(t)
 	guard := func() int {
 		t.Helper()
 		var n int
@@ -170,15 +163,7 @@ func Test00007(t *testing.T) {
 func Test00009(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, err := sql.Open("pgx", pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	p, err := migrations.NewProvider(db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, p := migrated(t)
 	state := func() (functions, releaseCase int) {
 		t.Helper()
 		if err := db.QueryRow(`SELECT count(*) FILTER (WHERE proname = 'lockmgr_grant_released'),
@@ -213,4 +198,19 @@ func Test00009(t *testing.T) {
 	if err := db.QueryRow(`SELECT lockmgr_grant_released('r:9', 'node', 5000, NULL)`).Scan(&token); err != nil || !token.Valid {
 		t.Fatalf("lease for one statement after Up again: %v (%v)", token, err)
 	}
+}
+
+// migrated opens a fresh migrated database and its migrations' provider.
+func migrated(t *testing.T) (*sql.DB, *goose.Provider) {
+	t.Helper()
+	db, err := sql.Open("pgx", pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	p, err := migrations.NewProvider(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, p
 }

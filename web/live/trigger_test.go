@@ -48,14 +48,7 @@ func TestTriggers(t *testing.T) {
 	if err := locks.Release(ctx, "r:1", third.ID); err != nil {
 		t.Fatal(err)
 	}
-	g, err := locks.GrantInStatement("r:1", "node-d", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fourth int64
-	if err := pool.QueryRow(ctx, `SELECT lockmgr_grant_released($1, $2, $3, $4)`, g.Args()...).Scan(&fourth); err != nil {
-		t.Fatal(err)
-	}
+	fourth := grantForOneStatement(t, pool, locks, "r:1", "node-d")
 	var id int64
 	if err := pool.QueryRow(ctx, `INSERT INTO accounts (owner, balance, opening_balance) VALUES ('<i>x</i>', 10, 10) RETURNING id`).Scan(&id); err != nil {
 		t.Fatal(err)
@@ -117,14 +110,7 @@ func TestNoEventsWithoutTheSetting(t *testing.T) {
 	if err := locks.Release(ctx, "r:1", third.ID); err != nil {
 		t.Fatal(err)
 	}
-	g, err := locks.GrantInStatement("r:1", "node-d", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fourth int64
-	if err := pool.QueryRow(ctx, `SELECT lockmgr_grant_released($1, $2, $3, $4)`, g.Args()...).Scan(&fourth); err != nil {
-		t.Fatal(err)
-	}
+	grantForOneStatement(t, pool, locks, "r:1", "node-d")
 	var id int64
 	if err := pool.QueryRow(ctx, `INSERT INTO accounts (owner, balance, opening_balance) VALUES ('x', 10, 10) RETURNING id`).Scan(&id); err != nil {
 		t.Fatal(err)
@@ -174,4 +160,19 @@ func deref(s *string) string {
 		return "<nil>"
 	}
 	return *s
+}
+
+// grantForOneStatement grants resource to holder for one statement
+// (lockmgr_grant_released), and returns its token.
+func grantForOneStatement(t *testing.T, pool *pgxpool.Pool, locks *lockmgr.Manager, resource, holder string) int64 {
+	t.Helper()
+	g, err := locks.GrantInStatement(resource, holder, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var token int64
+	if err := pool.QueryRow(context.Background(), `SELECT lockmgr_grant_released($1, $2, $3, $4)`, g.Args()...).Scan(&token); err != nil {
+		t.Fatal(err)
+	}
+	return token
 }
