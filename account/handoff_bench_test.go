@@ -219,7 +219,7 @@ type batchLog struct {
 	ends []batchEnd
 }
 
-func (l *batchLog) add(token int64, released bool) {
+func (l *batchLog) add(token int64, released, _ bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Stamped under the lock, so that the log is in time order.

@@ -78,7 +78,7 @@ func (s *Service) runLeased(ctx context.Context, batch []*pending, outs []outcom
 		switch {
 		case err == nil:
 			if s.sticky.committed != nil && lt.lease != nil {
-				s.sticky.committed(lt.lease.Token, lt.released)
+				s.sticky.committed(lt.lease.Token, lt.released, lt.yielded)
 			}
 			if s.autoTTL != nil {
 				s.autoTTL.Observe(time.Since(start))

@@ -48,11 +48,11 @@ type stickyLeases struct {
 	pause   time.Duration       // yieldPause when 0; negative for none, in tests
 
 	// committed, when set (by tests only), runs as soon as a lease batch's
-	// transaction has ended without error, with its lease's token and
-	// whether the lease ended in its commit: the moment another node's
-	// waiter may take the lease over, which the hand-off benchmark measures
-	// from.
-	committed func(token int64, released bool)
+	// transaction has ended without error, with its lease's token, whether
+	// the lease ended in its commit, and whether that was for a waiter: the
+	// moment another node's waiter may take the lease over, which the
+	// hand-off benchmark measures from.
+	committed func(token int64, released, yielded bool)
 }
 
 type keptLease struct {

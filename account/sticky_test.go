@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockbank/lockbank/internal/pgtest"
@@ -87,8 +85,8 @@ func TestStickyLease(t *testing.T) {
 // node-a's next batch sees it through the database and gives the lease up in
 // its commit, and node-b gets it within a moment, not a TTL — and gets that
 // very release: node-a, whose next batch is ready at once, pauses before
-// asking again (yieldPause), so between two of node-b's grants node-a is
-// granted the lease once (after node-b's release), not again and again.
+// asking again (yieldPause), so the grant after each lease node-a gave up
+// is node-b's.
 func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 	t.Parallel()
 	url := pgtest.URL(t)
@@ -98,6 +96,17 @@ func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 	// Longer than yieldPause, so that node-b's wake-up wins on a loaded
 	// machine too: what is tested is that node-a lets it go first.
 	nodeA.sticky.pause = 100 * time.Millisecond
+	var (
+		yieldedMu sync.Mutex
+		yielded   []int64 // tokens of the leases node-a gave up to a waiter
+	)
+	nodeA.sticky.committed = func(token int64, released, forWaiter bool) {
+		if released && forWaiter {
+			yieldedMu.Lock()
+			yielded = append(yielded, token)
+			yieldedMu.Unlock()
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, err := nodeA.Create(ctx, "alice", 1_000_000)
@@ -107,9 +116,10 @@ func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	// More clients than a batch takes (maxBatch): node-a always has more
-	// work queued, so only a waiter makes it give the lease up.
-	for range maxBatch + 16 {
+	// Three batches' worth of clients (a batch takes maxBatch): node-a
+	// always has more work queued, so only a waiter makes it give the lease
+	// up — nearly always: on a loaded machine its queue may still run dry.
+	for range 3 * maxBatch {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				_, _ = nodeA.Withdraw(ctx, Change{AccountID: a.ID, Amount: 1, Strategy: StrategyLease})
@@ -120,7 +130,8 @@ func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 		s, err := nodeA.locks.Get(context.Background(), LeaseResource(a.ID))
 		return err == nil && s.Held && s.Holder == "node-a" && batchesA.Load() > 20
 	})
-	for i := range 5 {
+	const withdrawals = 6
+	for i := range withdrawals {
 		wait.Until(t, 10*time.Second, "node-a keeping the lease again", func() bool {
 			s, err := nodeA.locks.Get(context.Background(), LeaseResource(a.ID))
 			return err == nil && s.Held && s.Holder == "node-a"
@@ -140,23 +151,24 @@ func TestStickyLeaseYieldsToWaiter(t *testing.T) {
 		}
 		t.Logf("node-b's withdrawal %d took %s", i, time.Since(start))
 	}
-	rows, _ := nodeA.pool.Query(context.Background(), `SELECT holder FROM lease_grants WHERE resource = $1 ORDER BY token`, LeaseResource(a.ID))
-	holders, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
+	// After every lease node-a gave up for a waiter, the next grant is
+	// node-b's: node-a did not take the lease back first.
+	yieldedMu.Lock()
+	defer yieldedMu.Unlock()
+	// Most hand-offs are yields; one may come from node-a's queue running
+	// dry on a loaded machine (a release for nobody, which node-b takes).
+	if len(yielded) < withdrawals/2 {
+		t.Fatalf("node-a gave the lease up to a waiter %d times for %d withdrawals of node-b", len(yielded), withdrawals)
 	}
-	var gaps []int // node-a's grants between two of node-b's
-	last := -1
-	for i, h := range holders {
-		if h == "node-b" {
-			if last >= 0 {
-				gaps = append(gaps, i-last-1)
-			}
-			last = i
+	for _, token := range yielded {
+		var next string
+		if err := nodeA.pool.QueryRow(context.Background(), `SELECT holder FROM lease_grants
+			WHERE resource = $1 AND token > $2 ORDER BY token LIMIT 1`, LeaseResource(a.ID), token).Scan(&next); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if len(gaps) != 4 || slices.ContainsFunc(gaps, func(n int) bool { return n != 1 }) {
-		t.Fatalf("node-a's grants between node-b's: %v; want 4 gaps of 1 (more: node-a took the lease back after giving it up to node-b)", gaps)
+		if next != "node-b" {
+			t.Fatalf("node-a gave up its lease (token %d) to node-b, and the next grant went to %s", token, next)
+		}
 	}
 }
 

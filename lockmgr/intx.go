@@ -23,12 +23,9 @@ import (
 
 // InTxGrant is a grant queued in a caller's transaction.
 type InTxGrant struct {
-	m        *Manager
-	start    time.Time
-	ttl      time.Duration
-	resource string
-	leaseID  string
-	lease    *Lease // once Read granted it
+	m     *Manager
+	start time.Time
+	ttl   time.Duration
 }
 
 // QueueGrant queues TryAcquire of resource for holder in the caller's
@@ -38,22 +35,9 @@ func (m *Manager) QueueGrant(b *pgx.Batch, resource, holder string, ttl time.Dur
 	if err := validate(resource, holder, "", ttl); err != nil {
 		return nil, err
 	}
-	g := &InTxGrant{m: m, start: time.Now(), ttl: ttl, resource: resource, leaseID: newLeaseID()}
-	b.Queue(sqlTryAcquire, resource, holder, g.leaseID, ttl.Milliseconds(), nil)
+	g := &InTxGrant{m: m, start: time.Now(), ttl: ttl}
+	b.Queue(sqlTryAcquire, resource, holder, newLeaseID(), ttl.Milliseconds(), nil)
 	return g, nil
-}
-
-// LeaseID is the id the grant asks for: the caller's later statements in
-// the same pipeline can name the lease by it (its token is not known before
-// the grant's result is read). Only a grant has it: a held lease has
-// another.
-func (g *InTxGrant) LeaseID() string { return g.leaseID }
-
-// QueueRelease queues, behind the grant in the same pipeline, the release of
-// the lease it grants (nothing, if the lease was held by another).
-func (g *InTxGrant) QueueRelease(b *pgx.Batch) *InTxRelease {
-	b.Queue(sqlReleaseInTx, g.resource, g.leaseID, nil)
-	return &InTxRelease{m: g.m, grant: g}
 }
 
 // Read reads the grant's result. Errors: *HeldError, and the database's.
@@ -71,7 +55,6 @@ func (g *InTxGrant) Read(br pgx.BatchResults) (*Lease, error) {
 	}
 	l.deadline = g.start.Add(g.ttl - g.m.margin(g.ttl))
 	g.m.metrics.granted(time.Time{}, false)
-	g.lease = l
 	return l, nil
 }
 
@@ -134,8 +117,7 @@ func (w *InTxWanted) Read(br pgx.BatchResults) (wanted bool, err error) {
 type InTxRelease struct {
 	m       *Manager
 	lease   *Lease
-	grant   *InTxGrant // QueueRelease of a grant: its lease once read
-	expired bool       // the lease had run out before it was released
+	expired bool // the lease had run out before it was released
 }
 
 // QueueRelease queues the release of l in the caller's transaction: the
@@ -162,13 +144,6 @@ func (r *InTxRelease) Read(br pgx.BatchResults) error {
 // Released hands the resource on to the next caller in this Manager's line
 // and counts the release: call it after the caller's transaction committed.
 func (r *InTxRelease) Released() {
-	l := r.lease
-	if l == nil && r.grant != nil {
-		l = r.grant.lease
-	}
-	if l == nil {
-		return // the grant found the lease held: nothing was released
-	}
 	r.m.metrics.release(r.expired, nil)
-	r.m.released(l.Resource, l.Token)
+	r.m.released(r.lease.Resource, r.lease.Token)
 }

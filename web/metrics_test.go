@@ -157,8 +157,11 @@ func TestMetricsCountAKnownSequence(t *testing.T) {
 	// no wake-up is a notify; the listener's first connection may wake the
 	// head once (cause listener), or merge with the head's own wake.
 	wakeups := "lockbank_lock_wakeups_total"
-	if got := metricValue(t, reg, wakeups, map[string]string{"cause": "expiry"}); got < 1 {
-		t.Errorf("wake-ups at expiry = %v, want at least 1", got)
+	// On a loaded machine the listener may connect only after the lease ran
+	// out: its wake-up is then the one that finds the lease free.
+	expiry := metricValue(t, reg, wakeups, map[string]string{"cause": "expiry"})
+	if listener := metricValue(t, reg, wakeups, map[string]string{"cause": "listener"}); expiry+listener < 1 {
+		t.Errorf("wake-ups at expiry = %v and by the listener's connection = %v, want at least 1 of them", expiry, listener)
 	}
 	if got := metricValue(t, reg, wakeups, map[string]string{"cause": "notify"}); got != 0 {
 		t.Errorf("notify wake-ups = %v with no release, want 0", got)

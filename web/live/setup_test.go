@@ -31,6 +31,13 @@ type node struct {
 	live *live.Live
 }
 
+// testLeaseTTL is the nodes' lease TTL: four times the race's hold (500 ms
+// between a demo withdrawal's read and its write), so that a holder slowed
+// down by a loaded machine still writes inside its lease — at 1 s, once, in
+// CI, lease-nofence's holder did not, the other node took over, and the race
+// showed a double spend that was no race.
+const testLeaseTTL = 2 * time.Second
+
 // startNodes serves bankd nodes (demo mode, 1 s leases) on one fresh
 // database until t ends, each allowing the others' pages to drive it
 // (CORS). Every request and response is checked against the OpenAPI
@@ -55,9 +62,9 @@ func startNodes(t *testing.T, opts live.Options, names ...string) []*node {
 		locks := lockmgr.New(pool, lockmgr.Options{})
 		t.Cleanup(locks.Close)
 		accounts := account.NewService(pool, account.Options{UnsafeDemo: true, Locks: locks, Node: n.name,
-			LeaseTTL: time.Second, LeaseWait: 5 * time.Second})
+			LeaseTTL: testLeaseTTL, LeaseWait: 5 * time.Second})
 		o := opts
-		o.UnsafeDemo, o.LeaseTTL = true, time.Second
+		o.UnsafeDemo, o.LeaseTTL = true, testLeaseTTL
 		l := live.New(pool, o)
 		if err := l.Start(context.Background()); err != nil {
 			t.Fatal(err)
