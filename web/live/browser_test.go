@@ -136,10 +136,25 @@ func TestPageInBrowser(t *testing.T) {
 	waitJS(ctx, t, `document.body.dataset.ready === "true"`, "the page to be ready")
 
 	t.Run("Race", func(t *testing.T) {
-		must(t, chromedp.Do(ctx, chromedp.Click("#btn-race")))
-		waitJS(ctx, t, `document.querySelectorAll(".race [data-verdict]").length === 4`, "four race verdicts")
-		verdicts := evalJS[map[string]string](ctx, t, `Object.fromEntries([...document.querySelectorAll(".race [data-strategy]")]
-			.map((c) => [c.dataset.strategy, c.querySelector("[data-verdict]").dataset.verdict]))`)
+		// Each play prepends its own race; the newest is the first .race.
+		var verdicts map[string]string
+		for play := 1; ; play++ {
+			before := evalJS[int](ctx, t, `document.querySelectorAll(".race").length`)
+			must(t, chromedp.Do(ctx, chromedp.Click("#btn-race")))
+			waitJS(ctx, t, fmt.Sprintf(`document.querySelectorAll(".race").length === %d &&
+				document.querySelector(".race").querySelectorAll("[data-verdict]").length === 4`, before+1), "four race verdicts")
+			verdicts = evalJS[map[string]string](ctx, t, `Object.fromEntries([...document.querySelector(".race").querySelectorAll("[data-strategy]")]
+				.map((c) => [c.dataset.strategy, c.querySelector("[data-verdict]").dataset.verdict]))`)
+			// On a loaded machine one unsafe request can be held up past the
+			// other's 500 ms hold; the page then says they did not overlap
+			// and to play again, which is what a user would do.
+			arith := evalJS[string](ctx, t, `document.querySelector('.race [data-strategy="unsafe"] .arith').textContent`)
+			if play < 3 && verdicts["unsafe"] == "SAFE" && strings.Contains(arith, "did not overlap") {
+				t.Logf("play %d: the unsafe requests did not overlap; playing again", play)
+				continue
+			}
+			break
+		}
 		want := map[string]string{"unsafe": "DOUBLE SPEND", "row": "SAFE", "lease": "SAFE", "lease-nofence": "SAFE"}
 		for s, v := range want {
 			if verdicts[s] != v {
