@@ -64,11 +64,14 @@ func bankdOp(hc *http.Client, nodes []string, strategy string) op {
 
 // scrape GETs /metrics of every node every interval, as Prometheus would,
 // until the returned stop is called; with no nodes or interval, nothing.
+// stop lets a scrape in flight finish rather than cancel it, so that every
+// scrape is over, on the node too, when its run is: a cancelled one could
+// still be served during the next run.
 func scrape(ctx context.Context, hc *http.Client, nodes []string, every time.Duration) (stop func()) {
 	if len(nodes) == 0 || every <= 0 {
 		return func() {}
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	stopping := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -77,6 +80,8 @@ func scrape(ctx context.Context, hc *http.Client, nodes []string, every time.Dur
 		for {
 			select {
 			case <-ctx.Done():
+				return
+			case <-stopping:
 				return
 			case <-tick.C:
 			}
@@ -92,7 +97,7 @@ func scrape(ctx context.Context, hc *http.Client, nodes []string, every time.Dur
 			}
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() { close(stopping); <-done }
 }
 
 // rawSQLOp is the row strategy's transaction without bankd: lock the row,
